@@ -1,0 +1,25 @@
+"""Datasets to mega-batch-ready batches. Knows nothing about LURE: it reads datasets (``sources``),
+and serves batches of any index set through one interface (``base``) from several backends."""
+from .base import Backend, EpochLoader, epoch_generator
+from .errors import DataError
+from .sources import LAYOUTS, Dataset, Split, detect_layout, load_dataset
+
+BACKENDS = ("memory", "torch", "ffcv")
+
+
+def make_backend(name: str, dataset: Dataset, device="cpu", channels_last: bool = False, **options) -> Backend:
+    """Build the backend ``name`` ('memory', 'torch' or 'ffcv') over ``dataset``."""
+    if name == "memory":
+        from .backends.memory import MemoryBackend
+        return MemoryBackend(dataset, device, channels_last)
+    if name == "torch":
+        from .backends.torch import TorchBackend
+        return TorchBackend(dataset, device, channels_last, **options)
+    if name == "ffcv":
+        from .backends.ffcv import FFCVBackend  # noqa: F401  (added with the FFCV issue)
+        return FFCVBackend(dataset, device, channels_last, **options)
+    raise DataError(f"--loader {name}: unknown; choose one of {', '.join(BACKENDS)}")
+
+
+__all__ = ["Backend", "EpochLoader", "DataError", "Dataset", "Split", "LAYOUTS", "BACKENDS",
+           "detect_layout", "load_dataset", "make_backend", "epoch_generator"]

@@ -1,0 +1,256 @@
+"""Sources: read a dataset from where it lives into decoded uint8 arrays.
+
+Layouts understood (``detect_layout``):
+  * ``digits``      scikit-learn's handwritten digits (1,797 real 8x8 images, shipped inside the
+                    installed scikit-learn package): the embedded default, needs no files.
+  * ``cifar10``     torchvision's ``cifar-10-batches-py`` folder (or its parent).
+  * ``cifar100``    torchvision's ``cifar-100-python`` folder (or its parent); fine labels.
+  * ``imagefolder`` ``ROOT/train/<class>/*.{jpg,png,...}`` and ``ROOT/test/<class>/...``.
+
+Every reader returns a :class:`Dataset` whose splits hold ``images`` as a uint8 tensor
+``[N, H, W, C]`` and ``labels`` as an int64 tensor ``[N]``, in a fixed, documented order.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+LAYOUTS = ("digits", "cifar10", "cifar100", "imagefolder")
+DIGITS_TEST_SIZE = 297  # 1,797 digits -> 1,500 train + 297 held-out test
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # uint8 [N, H, W, C]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+@dataclass
+class Dataset:
+    name: str
+    layout: str
+    train: Split
+    test: Split
+    classes: list[str]
+    source: str = ""  # absolute path, or "" for the embedded data
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        _, h, w, c = self.train.images.shape
+        return int(c), int(h), int(w)
+
+
+# --------------------------------------------------------------------------- detection
+
+def _cifar_dir(path: str, folder: str) -> str | None:
+    if os.path.basename(os.path.normpath(path)) == folder and os.path.isdir(path):
+        return path
+    inner = os.path.join(path, folder)
+    return inner if os.path.isdir(inner) else None
+
+
+def detect_layout(path: str) -> str:
+    """Name the layout of the folder at ``path`` or raise :class:`DataError` saying what was expected."""
+    if not os.path.exists(path):
+        raise DataError(f"--data {path}: no such file or folder; pass the folder that holds the dataset")
+    if not os.path.isdir(path):
+        raise DataError(f"--data {path}: is a file, not a folder; pass the folder that holds the dataset")
+    if _cifar_dir(path, "cifar-10-batches-py"):
+        return "cifar10"
+    if _cifar_dir(path, "cifar-100-python"):
+        return "cifar100"
+    entries = [e for e in os.listdir(path) if not e.startswith(".")]
+    if not entries:
+        raise DataError(f"--data {path}: the folder is empty; it should hold train/ and test/ class folders "
+                        "(ImageFolder) or torchvision's cifar-10-batches-py / cifar-100-python")
+    if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
+        return "imagefolder"
+    raise DataError(f"--data {path}: unknown dataset layout (found {', '.join(sorted(entries)[:5])}); expected "
+                    "train/<class>/ and test/<class>/ image folders, cifar-10-batches-py or cifar-100-python")
+
+
+# --------------------------------------------------------------------------- readers
+
+def _split(images: np.ndarray, labels: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8)),
+                 torch.from_numpy(np.asarray(labels, dtype=np.int64)))
+
+
+def read_digits() -> Dataset:
+    """scikit-learn's digits: 8x8 grey images with values 0..16, scaled to 0..255, one channel.
+    A fixed permutation (seed 0) puts 297 images in the held-out test split."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # [N, 8, 8, 1]
+    order = np.random.default_rng(0).permutation(len(images))
+    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    return Dataset("digits", "digits", _split(images[train], d.target[train]),
+                   _split(images[test], d.target[test]), [str(c) for c in range(10)])
+
+
+def _unpickle(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing; the CIFAR folder is incomplete, download it again") from None
+    except Exception as e:  # truncated or foreign file
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}); the CIFAR folder is damaged, download it again") from None
+
+
+def _cifar_images(d: dict) -> np.ndarray:
+    return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def read_cifar10(path: str) -> Dataset:
+    root = _cifar_dir(path, "cifar-10-batches-py")
+    if root is None:
+        raise DataError(f"--data {path}: no cifar-10-batches-py folder here")
+    batches = [_unpickle(os.path.join(root, f"data_batch_{i}")) for i in range(1, 6)]
+    test = _unpickle(os.path.join(root, "test_batch"))
+    meta = _unpickle(os.path.join(root, "batches.meta"))
+    train = _split(np.concatenate([_cifar_images(b) for b in batches]),
+                   np.concatenate([b["labels"] for b in batches]))
+    return Dataset("cifar10", "cifar10", train, _split(_cifar_images(test), test["labels"]),
+                   list(meta["label_names"]), os.path.abspath(root))
+
+
+def read_cifar100(path: str) -> Dataset:
+    root = _cifar_dir(path, "cifar-100-python")
+    if root is None:
+        raise DataError(f"--data {path}: no cifar-100-python folder here")
+    train, test = _unpickle(os.path.join(root, "train")), _unpickle(os.path.join(root, "test"))
+    meta = _unpickle(os.path.join(root, "meta"))
+    return Dataset("cifar100", "cifar100", _split(_cifar_images(train), train["fine_labels"]),
+                   _split(_cifar_images(test), test["fine_labels"]), list(meta["fine_label_names"]),
+                   os.path.abspath(root))
+
+
+def list_imagefolder(root: str, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:
+    """Class names (sorted folder names) and (file, label) pairs of one ImageFolder split."""
+    if not os.path.isdir(root):
+        raise DataError(f"{root}: no such folder; an ImageFolder dataset needs train/ and test/ class folders")
+    found = sorted(e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e)) and not e.startswith("."))
+    if not found:
+        raise DataError(f"{root}: holds no class folders; put each class's images in {root}/<class>/")
+    if classes is not None and found != classes:
+        only_here = sorted(set(found) - set(classes))
+        missing = sorted(set(classes) - set(found))
+        raise DataError(f"{root}: class folders differ from train/ (extra: {only_here or '-'}, missing: "
+                        f"{missing or '-'}); train and test must hold the same classes")
+    samples = []
+    for label, c in enumerate(found):
+        folder = os.path.join(root, c)
+        files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise DataError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                            "add images or remove the folder")
+        samples += [(os.path.join(folder, f), label) for f in files]
+    return found, samples
+
+
+def decode_image(path: str, size: int | None = None, channels: int = 3) -> np.ndarray | None:
+    """Decode one file to uint8 [H, W, C]; ``None`` if it is unreadable or truncated."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB" if channels == 3 else "L")
+            if size is not None and im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.uint8)
+    except Exception:
+        return None
+    return a if a.ndim == 3 else a[..., None]
+
+
+def _read_imagefolder_split(root: str, classes: list[str] | None, size: int | None) -> tuple[list[str], Split, int]:
+    classes, samples = list_imagefolder(root, classes)
+    images, labels, skipped, first_bad = [], [], 0, None
+    for path, label in samples:
+        a = decode_image(path, size)
+        if a is None:
+            skipped, first_bad = skipped + 1, first_bad or path
+            continue
+        if images and a.shape != images[0].shape:
+            raise DataError(f"{path}: image is {a.shape[1]}x{a.shape[0]} but {images[0].shape[1]}x"
+                            f"{images[0].shape[0]} before it; pass an image size to resize them all")
+        images.append(a)
+        labels.append(label)
+    if not images:
+        raise DataError(f"{root}: none of its {len(samples)} images could be decoded")
+    if skipped:
+        warnings.warn(f"{root}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=3)
+    return classes, _split(np.stack(images), np.array(labels)), skipped
+
+
+def read_imagefolder(path: str, size: int | None = None) -> Dataset:
+    """Unreadable or truncated images are skipped and counted (``meta['skipped']``) with a warning."""
+    classes, train, s1 = _read_imagefolder_split(os.path.join(path, "train"), None, size)
+    _, test, s2 = _read_imagefolder_split(os.path.join(path, "test"), classes, size)
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"{path}: train images are {tuple(train.images.shape[1:])} but test images "
+                        f"{tuple(test.images.shape[1:])}; pass an image size to resize both")
+    name = os.path.basename(os.path.normpath(path))
+    return Dataset(name, "imagefolder", train, test, classes, os.path.abspath(path),
+                   {"skipped": {"train": s1, "test": s2}})
+
+
+def download_cifar(name: str, root: str) -> str:
+    """Fetch CIFAR-10/100 with torchvision into ``root``; a clear DataError where there is no network."""
+    from torchvision import datasets
+
+    cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
+    try:
+        cls(root, train=True, download=True)
+        cls(root, train=False, download=True)
+    except Exception as e:
+        folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
+        raise DataError(f"could not download {name} ({type(e).__name__}); download it elsewhere and pass "
+                        f"--data DIR, with DIR holding {folder} or an ImageFolder tree with train/ and test/") from None
+    return root
+
+
+def load_dataset(name: str | None = None, path: str | None = None, image_size: int | None = None,
+                 cache_dir: str | None = None) -> Dataset:
+    """Read a dataset by name and/or path (see the module docstring). ``name`` alone: ``digits`` reads
+    the embedded data, ``cifar10``/``cifar100`` download through torchvision into ``cache_dir``."""
+    if path is None:
+        if name in (None, "digits"):
+            return read_digits()
+        if name in ("cifar10", "cifar100"):
+            cache = cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "lure-fast", "data")
+            path = download_cifar(name, cache)
+        else:
+            raise DataError(f"--dataset {name}: needs --data PATH (known without a path: digits, cifar10, cifar100)")
+    layout = detect_layout(path)
+    if name == "digits":
+        raise DataError("--dataset digits is the embedded data and takes no --data; drop one of them")
+    if name in ("cifar10", "cifar100") and layout in ("cifar10", "cifar100") and layout != name:
+        raise DataError(f"--dataset {name} but --data {path} holds {layout}; make them agree")
+    ds = {"cifar10": read_cifar10, "cifar100": read_cifar100}.get(layout)
+    ds = ds(path) if ds else read_imagefolder(path, image_size)
+    if name in ("cifar10", "cifar100") and layout == "imagefolder":
+        expected = 10 if name == "cifar10" else 100
+        if ds.num_classes != expected:
+            raise DataError(f"--dataset {name} expects {expected} classes but {path} has {ds.num_classes}")
+        ds.name = name
+    return ds
