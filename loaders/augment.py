@@ -8,13 +8,20 @@ from __future__ import annotations
 import torch
 
 
-def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int = 4, flip: bool = True) -> torch.Tensor:
+def crop_padding(height: int) -> int:
+    """The paper's pad-4 crop at 32x32, scaled with the image (1 pixel at 8x8, 8 at 64x64)."""
+    return max(1, height // 8)
+
+
+def flip_crop(x: torch.Tensor, generator: torch.Generator, pad: int | None = None, flip: bool = True) -> torch.Tensor:
     """Random horizontal flip and random ``pad``-pixel zero-padded crop of a batch.
 
     x: float or uint8 ``[B, C, H, W]``; returns a new tensor of the same shape, dtype and device.
     Equivalent per image to torchvision's ``RandomCrop(H, padding=pad)`` then ``RandomHorizontalFlip()``.
+    ``pad=None`` uses :func:`crop_padding` of the height.
     """
     b, _, h, w = x.shape
+    pad = crop_padding(h) if pad is None else pad
     if flip:
         flips = torch.rand(b, generator=generator) < 0.5
         x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)

@@ -1,0 +1,144 @@
+"""The ``lure-fast`` command: ``run`` one method over a stream, or ``compare`` several on the same one."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import config as C
+
+EPILOG = "Settings not given come from the preset (digits for the embedded data, paper otherwise)."
+
+
+def _csv_ints(s: str) -> list[int]:
+    try:
+        return [int(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data and stream")
+    g.add_argument("--dataset", help="digits (embedded, default) | cifar10 | cifar100 | a name for --data")
+    g.add_argument("--data", help="folder: cifar-10-batches-py, cifar-100-python or an ImageFolder with train/ and test/")
+    g.add_argument("--image-size", type=int, help="resize ImageFolder images to this square size")
+    g.add_argument("--replay", help="full | none | buffer | window (default full)")
+    g.add_argument("--megabatches", type=int, help="number of mega-batches t (paper: 8)")
+    g.add_argument("--megabatch-size", type=int, help="samples per mega-batch (default: training set / t)")
+    g.add_argument("--buffer-size", type=int, help="buffer replay: samples kept per mega-batch (paper 186)")
+    g.add_argument("--no-shuffle", dest="shuffle", action="store_const", const=False,
+                   help="cut mega-batches in the data's own order")
+    g = p.add_argument_group("method")
+    g.add_argument("--method", help="bl | lure | sp | llf | fc | cold")
+    g.add_argument("--importance", help="LURE importance: snip | fim | magnitude | random")
+    g.add_argument("--reinit-fraction", type=float, help="fraction of parameters LURE re-initialises (0.2)")
+    g.add_argument("--reinit-scope", help="paper (conv/linear weights) | code (every *weight*, as the authors' code)")
+    g.add_argument("--importance-batches", help="paper (all of pi) | code (the first batch of 100 only)")
+    g.add_argument("--importance-fraction", type=float, help="size of pi as a fraction of the training set (0.2)")
+    g.add_argument("--sp-lambda", type=float, help="shrink factor of S&P (paper 0.4)")
+    g.add_argument("--sp-sigma", type=float, help="noise scale of S&P (paper 0.001)")
+    g.add_argument("--reset-momentum", action="store_const", const=True, help="zero SGD momentum between mega-batches")
+    g = p.add_argument_group("model and training")
+    g.add_argument("--arch", help="resnet18 | resnet50 | wrn50_2 | vgg16_bn")
+    g.add_argument("--width", type=int, help="channel width (64 = the standard network)")
+    g.add_argument("--stem", help="cifar | imagenet")
+    g.add_argument("--epochs", type=int, help="epochs per mega-batch (paper 50)")
+    g.add_argument("--batch-size", type=int, help="training batch size (paper 64)")
+    g.add_argument("--lr", type=float, help="learning rate, reset every mega-batch (0.1)")
+    g.add_argument("--lr-milestones", type=_csv_ints, help="epochs where lr is multiplied by gamma (default 40%%,80%%)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--momentum", type=float)
+    g.add_argument("--no-augment", dest="augment", action="store_const", const=False)
+    g = p.add_argument_group("execution")
+    g.add_argument("--preset", help=f"one of {', '.join(C.PRESETS)}")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", help="auto | cpu | cuda")
+    g.add_argument("--loader", help="memory (default) | torch | ffcv")
+    g.add_argument("--precision", help="auto (bf16 on CUDA) | fp32 | bf16")
+    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    g.add_argument("--eval-batch-size", type=int)
+    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0: mega-batch ends only)")
+    g.add_argument("--out", help="output folder (default runs/<command>-<time>)")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func"}
+
+
+def settings(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in RUN_CONTROL and v is not None}
+
+
+def default_out(command: str) -> str:
+    return os.path.join("runs", f"{command}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def cmd_run(args) -> int:
+    from .run import run
+    cfg = C.resolve(settings(args))
+    out = args.out or default_out("run")
+    res = run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    s = res["summary"]
+    print(f"{cfg.method}: test accuracy {s['test_acc']:.2f} %, CER {s['cer']}, gap {s['gen_gap']:.2f}, "
+          f"{s['seconds']:.1f} s -> {os.path.join(out, 'results.json')}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import curves, table
+    from .run import prepare_out, run
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        C._choice("method", m, C.METHODS)
+    if len(set(methods)) != len(methods):
+        raise C.ConfigError(f"--methods {args.methods}: names a method twice")
+    base = settings(args)
+    cfgs = {m: C.resolve({**base, "method": m}) for m in methods}  # validate all before any compute
+    out = args.out or default_out("compare")
+    prepare_out(out, args.resume, args.overwrite)
+    results = {}
+    t0 = time.perf_counter()
+    for m in methods:
+        results[m] = run(cfgs[m], os.path.join(out, m), resume=args.resume and os.path.isdir(os.path.join(out, m)),
+                         overwrite=args.overwrite, progress=not args.quiet, label=m)
+    md = table(results)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(md)
+    curves(results, os.path.join(out, "curves.png"))
+    print(md)
+    print(f"wall time {time.perf_counter() - t0:.1f} s; table.md and curves.png in {out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lure-fast", description="Learn, Unlearn and Relearn (LURE) and its baselines.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run one method over a stream of mega-batches", epilog=EPILOG)
+    add_run_flags(r)
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("compare", help="run several methods on the same stream and tabulate them", epilog=EPILOG)
+    c.add_argument("--methods", default="bl,lure,sp,llf", help="comma-separated methods (default bl,lure,sp,llf)")
+    add_run_flags(c)
+    c.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from .checkpoint import RunError
+    from .loaders import DataError
+    try:
+        return args.func(args)
+    except (C.ConfigError, DataError, RunError) as e:
+        print(f"lure-fast: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lure-fast: interrupted; continue with the same command and --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Training on one mega-batch (SPEC §2): SGD with momentum, a step schedule restarted at every
+mega-batch, validation after every epoch and the best-validation model kept as a device-side copy.
+
+The step keeps everything on the device: loss and accuracy accumulate in tensors and are read once
+per epoch, so nothing inside an epoch waits for the host.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .faults import fault
+from .metrics import EvalCounter
+
+
+def autocast_dtype(cfg, device: torch.device):
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+class Trainer:
+    """Owns the model's optimisation: ``train_epoch``, ``evaluate`` and the best-model snapshot."""
+
+    def __init__(self, model: nn.Module, cfg, device: torch.device):
+        self.model, self.cfg, self.device = model, cfg, device
+        self.amp = autocast_dtype(cfg, device)
+        fused = device.type == "cuda"
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                         weight_decay=cfg.weight_decay, fused=fused or None,
+                                         foreach=None if fused else True)
+        self.forward = torch.compile(model) if cfg.compile else model
+        self.state = list(model.state_dict().values())  # parameters and buffers, in a fixed order
+        self.best = [t.detach().clone() for t in self.state]
+
+    def lr_at(self, epoch: int) -> float:
+        """Step schedule of one mega-batch: lr * gamma^(milestones passed); restarts each mega-batch."""
+        return self.cfg.lr * self.cfg.lr_gamma ** sum(epoch >= m for m in self.cfg.milestones())
+
+    def _autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def train_epoch(self, loader, epoch_key: int, lr: float, where: tuple[int, int] = (0, 0)) -> dict:
+        """One pass over ``loader.epoch(epoch_key)`` at learning rate ``lr``; returns the mean loss and
+        the running accuracy (in percent, with augmentation) of the pass."""
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.model.train()
+        loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        n = 0
+        for b, (x, y) in enumerate(loader.epoch(epoch_key)):
+            fault("batch", *where, b)
+            with self._autocast():
+                out = self.forward(x)
+                loss = F.cross_entropy(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().float() * y.shape[0]
+            correct += (out.detach().argmax(1) == y).sum()
+            n += int(y.shape[0])
+        return {"loss": float(loss_sum.item()) / max(n, 1), "acc": 100.0 * float(correct.item()) / max(n, 1), "n": n}
+
+    @torch.inference_mode()
+    def evaluate(self, loader) -> dict:
+        """Accuracy, errors and ECE of the model in eval mode over ``loader`` (no augmentation)."""
+        self.model.eval()
+        counter = EvalCounter(self.device)
+        for x, y in loader.epoch(0):
+            with self._autocast():
+                counter.update(self.forward(x), y)
+        return counter.result()
+
+    @torch.no_grad()
+    def snapshot_best(self) -> None:
+        for b, t in zip(self.best, self.state):
+            b.copy_(t)
+
+    @torch.no_grad()
+    def restore_best(self) -> None:
+        for b, t in zip(self.best, self.state):
+            t.copy_(b)

@@ -1,0 +1,16 @@
+"""Helpers shared by the tests (a module of its own: each test folder has its own conftest)."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg"
+
+
+def run_cli(*args: str, env: dict | None = None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m lure_fast ARGS`` in a fresh process; returns the completed process."""
+    e = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "lure_fast", *args], capture_output=True, text=True,
+                          env=e, cwd=cwd, timeout=timeout)

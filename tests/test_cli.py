@@ -1,0 +1,111 @@
+"""The CLI end to end on a tiny stream, and its answers to bad input."""
+import json
+import os
+
+import pytest
+
+from lure_fast.cli import main
+
+from lf_helpers import run_cli
+
+TINY = ["--preset", "tiny", "--quiet"]
+
+
+def test_run_writes_results_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--method", "lure", *TINY, "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["method"] == "lure" and res["config"]["megabatches"] == 2
+    mbs = res["megabatches"]
+    assert [m["index"] for m in mbs] == [1, 2]
+    keys = {"index", "train_size", "val_size", "train_acc", "val_acc", "test_acc", "test_errors", "gen_gap", "seconds"}
+    for m in mbs:
+        assert keys <= set(m)
+        assert 0 <= m["test_acc"] <= 100 and m["test_errors"] == round(297 * (1 - m["test_acc"] / 100))
+        assert abs(m["gen_gap"] - (m["train_acc"] - m["val_acc"])) < 1e-9
+    assert (mbs[0]["train_size"], mbs[0]["val_size"], mbs[1]["train_size"]) == (90, 10, 180)  # full replay
+    assert mbs[0]["reset"] > 0 and "reset" not in mbs[1]  # no unlearning after the last mega-batch
+    s = res["summary"]
+    assert s["cer"] == sum(m["test_errors"] for m in mbs)
+    assert s["test_acc"] == mbs[-1]["test_acc"]
+    assert not [f for f in os.listdir(out) if f.startswith("ckpt-")]  # finished runs keep no checkpoints
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_compare_writes_table_plot_and_per_method_results(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "bl,lure", *TINY, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = (out / "table.md").read_text()
+    assert table in printed
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "Method" not in line]
+    assert len(rows) == 2 and rows[0].startswith("| BL") and rows[1].startswith("| LURE")
+    for m in ("bl", "lure"):
+        res = json.loads((out / m / "results.json").read_text())
+        assert f"| {res['summary']['cer']} |" in table
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same stream: both methods saw the same mega-batch sizes and the same first mega-batch model
+    bl, lure = (json.loads((out / m / "results.json").read_text()) for m in ("bl", "lure"))
+    assert bl["megabatches"][0]["test_acc"] == lure["megabatches"][0]["test_acc"]
+
+
+def test_same_seed_same_results(tmp_path):
+    for name in ("a", "b"):
+        assert main(["run", "--method", "sp", *TINY, "--out", str(tmp_path / name)]) == 0
+    a, b = (json.loads((tmp_path / n / "results.json").read_text()) for n in ("a", "b"))
+    strip = lambda r: [{k: v for k, v in m.items() if "seconds" not in k} for m in r["megabatches"]]
+    assert strip(a) == strip(b)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data", "{tmp}/missing"], "no such file or folder"),
+    (["--data", "{tmp}/empty"], "the folder is empty"),
+    (["--data", "{tmp}/odd"], "unknown dataset layout"),
+    (["--megabatches", "40", "--megabatch-size", "100"], "the training set holds 1500"),
+    (["--reinit-fraction", "1.5"], "--reinit-fraction 1.5: must be in (0, 1)"),
+    (["--reinit-fraction", "0"], "--reinit-fraction 0.0: must be in (0, 1)"),
+    (["--method", "forget-everything"], "--method forget-everything: unknown"),
+    (["--arch", "resnet34"], "--arch resnet34: unknown"),
+    (["--replay", "sometimes"], "--replay sometimes: unknown"),
+    (["--epochs", "0"], "--epochs 0"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "notes.txt").write_text("x")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["run", *TINY, "--out", str(tmp_path / "out"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lure-fast: error: ") and needle in err[0], err
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
+    p = run_cli("run", "--method", "lure", "--importance", "hunch", "--out", str(tmp_path / "o"))
+    assert p.returncode == 2
+    assert p.stderr.strip() == "lure-fast: error: --importance hunch: unknown; choose one of snip, fim, magnitude, random"
+    assert "Traceback" not in p.stderr
+
+
+def test_compare_validates_every_method_before_running(tmp_path, capsys):
+    assert main(["compare", "--methods", "bl,nope", *TINY, "--out", str(tmp_path / "c")]) == 2
+    assert "--method nope: unknown" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_imagefolder_data(tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 60), ("test", 10)):
+        for c in ("cat", "dog"):
+            d = tmp_path / "ds" / split / c
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    out = tmp_path / "o"
+    assert main(["run", "--data", str(tmp_path / "ds"), "--preset", "tiny", "--megabatch-size", "50",
+                 "--method", "llf", "--quiet", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"] == {"name": "ds", "layout": "imagefolder", "train": 120, "test": 20, "classes": 2,
+                              "image_shape": [3, 12, 12]}
