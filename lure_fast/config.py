@@ -69,7 +69,7 @@ class RunConfig:
     def milestones(self) -> tuple[int, ...]:
         if self.lr_milestones is not None:
             return tuple(self.lr_milestones)
-        return (round(0.4 * self.epochs), round(0.8 * self.epochs))
+        return (max(1, round(0.4 * self.epochs)), max(1, round(0.8 * self.epochs)))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

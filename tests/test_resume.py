@@ -1,0 +1,177 @@
+"""Runs survive crashes and bad input: SIGKILL at several points, resume, and get the same results."""
+import errno
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from lure_fast.checkpoint import Checkpointer, RunError, atomic_write
+from lure_fast.cli import main
+
+from lf_helpers import run_cli
+
+# 3 mega-batches x 3 epochs, so unlearning happens twice and each mega-batch has inner epochs
+RUN = ["run", "--method", "lure", "--preset", "tiny", "--megabatches", "3", "--epochs", "3", "--quiet"]
+
+
+def comparable(res: dict) -> dict:
+    """Everything but wall times, which no two runs share."""
+    mbs = [{k: v for k, v in m.items() if "seconds" not in k} for m in res["megabatches"]]
+    summary = {k: v for k, v in res["summary"].items() if k != "seconds"}
+    return {"config": res["config"], "megabatches": mbs, "summary": summary}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "run"
+    p = run_cli(*RUN, "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    return comparable(json.loads((out / "results.json").read_text()))
+
+
+@pytest.mark.parametrize("point", [
+    "batch:2:1:1",        # mid-epoch
+    "epoch_end:1:1",      # between epochs, just after a checkpoint
+    "unlearn:2",          # during the unlearn step (importance computed, weights not yet reset)
+    "checkpoint_write:4",  # half-way through writing a checkpoint
+])
+def test_kill_and_resume_gives_identical_results(tmp_path, uninterrupted, point):
+    out = tmp_path / "run"
+    killed = run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": point})
+    assert killed.returncode == -signal.SIGKILL, (killed.returncode, killed.stderr)
+    assert not (out / "results.json").exists()
+    assert not [f for f in os.listdir(out) if f.endswith(".pt")] or \
+        Checkpointer(str(out)).latest() is not None  # whatever is on disk reads back whole
+    resumed = run_cli(*RUN, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert comparable(json.loads((out / "results.json").read_text())) == uninterrupted
+
+
+def test_without_resume_an_earlier_run_is_refused_and_left_alone(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:2:0"}).returncode == -signal.SIGKILL
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    p = run_cli(*RUN, "--out", str(out))
+    assert p.returncode == 2 and "pass --resume to continue it, --overwrite to replace it" in p.stderr
+    assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+
+
+def test_resume_with_other_settings_is_refused_naming_them(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:1:0"}).returncode == -signal.SIGKILL
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    p = run_cli(*RUN, "--lr", "0.05", "--seed", "3", "--out", str(out), "--resume")
+    assert p.returncode == 2, p.stderr
+    assert "lr (now 0.05, was 0.1)" in p.stderr and "seed (now 3, was 0)" in p.stderr
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+
+
+def test_overwrite_replaces_an_earlier_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN[:-1], "--quiet", "--epochs", "1", "--out", str(out)]) == 0
+    assert main([*RUN, "--epochs", "1", "--method", "bl", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["config"]["method"] == "bl"
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:2:1"}).returncode == -signal.SIGKILL
+    ckpts = sorted(f for f in os.listdir(out) if f.startswith("ckpt-"))
+    assert len(ckpts) == 2
+    newest = out / ckpts[-1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip one byte: the checksum must catch it
+    newest.write_bytes(bytes(data))
+    p = run_cli(*RUN, "--out", str(out), "--resume")
+    assert p.returncode == 0, p.stderr
+    assert f"checkpoint {ckpts[-1]} is damaged (checksum mismatch); using the one before it" in p.stderr
+    assert comparable(json.loads((out / "results.json").read_text())) == uninterrupted
+
+
+def test_no_usable_checkpoint_stops_with_a_clear_message(tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:1:1"}).returncode == -signal.SIGKILL
+    for f in os.listdir(out):
+        if f.startswith("ckpt-"):
+            (out / f).write_bytes((out / f).read_bytes()[:100])  # truncated
+    p = run_cli(*RUN, "--out", str(out), "--resume")
+    assert p.returncode == 2
+    assert "truncated" in p.stderr and "no usable checkpoint to resume from" in p.stderr.splitlines()[-1]
+
+
+def test_checkpoint_reader_rejects_foreign_and_truncated_files(tmp_path):
+    c = Checkpointer(str(tmp_path))
+    c.save({"x": torch.arange(3)}, 1, 0)
+    path = tmp_path / "ckpt-0001-0000.pt"
+    assert torch.equal(Checkpointer.read(str(path))["x"], torch.arange(3))
+    path.write_bytes(b"PK\x03\x04" + b"\0" * 60)
+    with pytest.raises(ValueError, match="not a lure-fast checkpoint"):
+        Checkpointer.read(str(path))
+
+
+def test_old_checkpoints_are_pruned(tmp_path):
+    c = Checkpointer(str(tmp_path), keep=2)
+    for e in range(5):
+        c.save({"e": e}, 1, e)
+    assert c.list() == ["ckpt-0001-0003.pt", "ckpt-0001-0004.pt"]
+    assert c.latest()["e"] == 4
+
+
+def test_non_finite_loss_stops_naming_megabatch_and_epoch(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*RUN, "--lr", "1e30", "--lr-milestones", "3,3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the loss became nan in mega-batch 1, epoch 1" in err or "the loss became inf in mega-batch 1, epoch 1" in err
+    assert "last good checkpoint" in err and "\n" not in err
+    assert not (out / "results.json").exists()
+
+
+def test_a_full_disk_is_reported_plainly_and_the_old_file_kept(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    path.write_bytes(b"old")
+    import builtins
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f): self.f = f
+        def __enter__(self): return self
+        def __exit__(self, *a): self.f.close()
+        def write(self, b): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        def flush(self): pass
+        def fileno(self): return self.f.fileno()
+
+    monkeypatch.setattr(builtins, "open", lambda p, m="r", *a, **k: Full(real_open(p, m, *a, **k)) if str(p).endswith(".tmp") else real_open(p, m, *a, **k))
+    with pytest.raises(RunError, match="No space left on device; free some space"):
+        atomic_write(str(path), b"new")
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["results.json"]
+
+
+def test_an_unwritable_out_is_refused_before_any_compute(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main([*RUN, "--out", str(blocker / "run")]) == 2
+    assert "cannot write there" in capsys.readouterr().err
+    assert main([*RUN, "--out", str(blocker)]) == 2
+    assert "is a file; pass a folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    assert main([*RUN, "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "no CUDA device is available here" in capsys.readouterr().err
+
+
+def test_compare_resumes_each_method(tmp_path):
+    out = tmp_path / "cmp"
+    args = ["compare", "--methods", "bl,lure", "--preset", "tiny", "--quiet", "--out", str(out)]
+    killed = run_cli(*args, env={"LURE_FAST_FAULT": "unlearn:1"})  # only LURE unlearns: bl finishes first
+    assert killed.returncode == -signal.SIGKILL
+    bl_before = (out / "bl" / "results.json").read_bytes()
+    p = run_cli(*args, "--resume")
+    assert p.returncode == 0, p.stderr
+    assert (out / "bl" / "results.json").read_bytes() == bl_before  # finished work is not redone
+    assert (out / "lure" / "results.json").exists() and (out / "table.md").exists()
