@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..augment import flip_crop
+from ..augment import apply_flip_crop, crop_padding, draw_flip_crop
 from ..base import Backend, EpochLoader, epoch_generator
 
 
@@ -17,12 +17,15 @@ class MemoryLoader(EpochLoader):
 
     def epoch(self, epoch: int = 0):
         g = epoch_generator(self.seed, epoch)
-        order = torch.from_numpy(self.order(epoch, g)).to(self.images.device)
+        dev = self.images.device
+        order = torch.from_numpy(self.order(epoch, g)).to(dev, non_blocking=True)
+        pad = crop_padding(self.images.shape[2])
+        aug = draw_flip_crop(len(order), g, pad).to(dev, non_blocking=True) if self.augment else None
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
             x = self.images[idx].float().div_(255)
-            if self.augment:
-                x = flip_crop(x, g)
+            if aug is not None:
+                x = apply_flip_crop(x, aug[start:start + self.batch_size], pad)
             yield self.backend._finish(x), self.labels[idx]
 
 
