@@ -1,0 +1,163 @@
+"""How the ops see their inputs: one tensor, a sequence of tensors, or a flat buffer cut into segments.
+
+Every op works on an ordered list of *parts*. The concatenation of the parts (each flattened in
+row-major order) defines the *global flat index* of an entry, which keys the counter-based
+generator. When the parts are back-to-back contiguous views of one storage (what
+``flatten_parameters`` produces), a single 1-D view covers them all and the Triton path runs one
+launch over it instead of one per part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+TensorOrSeq = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+def tensor_list(x: TensorOrSeq, what: str = "input") -> list[torch.Tensor]:
+    """``[x]`` for a tensor, ``list(x)`` for a sequence of tensors (checked: same device)."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    parts = list(x)
+    for t in parts:
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{what}: expected tensors, got {type(t).__name__}")
+    if len({t.device for t in parts}) > 1:
+        raise ValueError(f"{what}: all tensors must be on one device")
+    return parts
+
+
+def same_dtype(parts: Sequence[torch.Tensor], what: str) -> torch.dtype:
+    dtypes = {t.dtype for t in parts}
+    if len(dtypes) != 1:
+        raise ValueError(f"{what}: all tensors must share one dtype, got {sorted(map(str, dtypes))}")
+    return dtypes.pop()
+
+
+def adjacent_flat(parts: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """A 1-D view spanning ``parts`` if they are contiguous, of one dtype, and laid back to back
+    in one storage in list order; else None. No data is copied."""
+    parts = [t for t in parts if t.numel() > 0]
+    if not parts:
+        return None
+    first = parts[0]
+    if len(parts) == 1:
+        return first.view(-1) if first.is_contiguous() else None
+    storage = first.untyped_storage().data_ptr()
+    size = first.element_size()
+    expected = first.data_ptr()
+    for t in parts:
+        if (
+            not t.is_contiguous()
+            or t.dtype != first.dtype
+            or t.untyped_storage().data_ptr() != storage
+            or t.data_ptr() != expected
+        ):
+            return None
+        expected += t.numel() * size
+    total = sum(t.numel() for t in parts)
+    return torch.as_strided(first.detach(), (total,), (1,), first.storage_offset())
+
+
+def check_segments(segments: Sequence[tuple[int, int]], numel: int) -> list[tuple[int, int]]:
+    """Segments must tile ``[0, numel)`` in order, so buffer offset == concatenation offset."""
+    out, expected = [], 0
+    for offset, length in segments:
+        offset, length = int(offset), int(length)
+        if offset != expected or length < 0:
+            raise ValueError(f"segments must tile the flat buffer in order: ({offset}, {length}) after {expected}")
+        out.append((offset, length))
+        expected += length
+    if expected != numel:
+        raise ValueError(f"segments cover {expected} entries but the flat buffer has {numel}")
+    return out
+
+
+@dataclass
+class Parts:
+    """An ordered list of tensors plus, when one exists, a contiguous 1-D view over all of them."""
+
+    views: list[torch.Tensor]
+    flat: Optional[torch.Tensor]
+
+    @property
+    def numels(self) -> list[int]:
+        return [t.numel() for t in self.views]
+
+    @property
+    def offsets(self) -> list[int]:
+        offsets, acc = [], 0
+        for t in self.views:
+            offsets.append(acc)
+            acc += t.numel()
+        return offsets
+
+    @property
+    def numel(self) -> int:
+        return sum(self.numels)
+
+
+def as_parts(x, segments: Optional[Sequence[tuple[int, int]]] = None, what: str = "params") -> Parts:
+    """Normalise a parameter-like input.
+
+    Accepted: an object with ``.data`` (1-D) and ``.segments`` (``FlatParameters``); a tensor with an
+    optional segment table (a 1-D contiguous buffer when segments are given; otherwise the whole
+    tensor is one part); a sequence of tensors (each one part).
+    """
+    if not isinstance(x, torch.Tensor) and hasattr(x, "segments") and hasattr(x, "data"):
+        segments = x.segments if segments is None else segments
+        x = x.data
+    if isinstance(x, torch.Tensor):
+        if segments is None:
+            return Parts([x], x.view(-1) if x.is_contiguous() else None)
+        if x.dim() != 1 or not x.is_contiguous():
+            raise ValueError(f"{what}: a segment table needs a contiguous 1-D buffer, got shape {tuple(x.shape)}")
+        segs = check_segments(segments, x.numel())
+        return Parts([x[o : o + n] for o, n in segs], x)
+    if segments is not None:
+        raise ValueError(f"{what}: a segment table goes with a flat tensor, not a sequence")
+    views = tensor_list(x, what)
+    return Parts(views, adjacent_flat(views))
+
+
+def like_parts(x: TensorOrSeq, ref: Parts, what: str) -> Parts:
+    """Normalise a companion input (saliency, accumulator) to the part structure of ``ref``:
+    either one tensor holding the whole concatenation, or one tensor per part with equal numel,
+    on the same device."""
+    device = ref.views[0].device if ref.views else None
+    for t in tensor_list(x, what):
+        if device is not None and t.device != device:
+            raise ValueError(f"{what}: on {t.device}, the parameters are on {device}")
+    if isinstance(x, torch.Tensor):
+        if x.numel() != ref.numel:
+            raise ValueError(f"{what}: has {x.numel()} entries, expected {ref.numel}")
+        flat = x.reshape(-1)
+        views, acc = [], 0
+        for n in ref.numels:
+            views.append(flat[acc : acc + n])
+            acc += n
+        return Parts(views, flat if x.is_contiguous() else None)
+    views = tensor_list(x, what)
+    if len(views) != len(ref.views):
+        raise ValueError(f"{what}: {len(views)} tensors for {len(ref.views)} parts")
+    for v, n in zip(views, ref.numels):
+        if v.numel() != n:
+            raise ValueError(f"{what}: part of {v.numel()} entries where {n} were expected")
+    return Parts(views, adjacent_flat(views))
+
+
+def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
+    bounds = list(bounds)
+    if len(bounds) != nparts:
+        raise ValueError(f"bounds: {len(bounds)} entries for {nparts} parts")
+    out = []
+    for b in bounds:
+        if b is not None:
+            b = float(b)
+            if not b >= 0.0:
+                raise ValueError(f"bounds must be >= 0 or None, got {b}")
+        out.append(b)
+    return out

@@ -1,0 +1,75 @@
+"""Fused gradient accumulation for the saliency criteria: ``acc += f(grad)`` in one pass."""
+
+from __future__ import annotations
+
+import torch
+
+from ._device import to_float32
+from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
+from ._layout import adjacent_flat, tensor_list
+from .reference import ACCUMULATE_MODES, accumulate_reference_
+
+_MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
+
+
+@jit
+def _accumulate_kernel(acc_ptr, grad_ptr, n, MODE: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inb = offs < n
+    g = to_float32(tl.load(grad_ptr + offs, mask=inb, other=0.0))
+    acc = tl.load(acc_ptr + offs, mask=inb, other=0.0)
+    if MODE == 0:
+        acc = acc + tl.abs(g)
+    elif MODE == 1:
+        acc = acc + g
+    else:
+        acc = acc + g * g  # two roundings, like the reference: launches disable FMA contraction
+    tl.store(acc_ptr + offs, acc, mask=inb)
+
+
+def _launch(acc: torch.Tensor, grad: torch.Tensor, mode: str) -> None:
+    n = acc.numel()
+    if n == 0:
+        return
+    target = acc if acc.is_contiguous() else acc.contiguous()
+    grad = grad.reshape(-1)
+    grad = grad if grad.is_contiguous() else grad.contiguous()
+    _accumulate_kernel[(cdiv(n, BLOCK),)](target, grad, n, MODE=_MODE_CODE[mode], BLOCK=BLOCK, **launch_options())
+    if target is not acc:
+        acc.copy_(target)
+
+
+@torch.no_grad()
+def accumulate_(acc, grad, mode: str):
+    """In place ``acc += |grad|`` (``"abs"``, the authors' SNIP), ``acc += grad`` (``"sum"``, the
+    paper's SNIP: the gradient of the loss over the whole subset) or ``acc += grad**2``
+    (``"square"``, Fisher information).
+
+    ``acc``: a float32 tensor or a sequence of them. ``grad``: a tensor, or a sequence of equal
+    length (``None`` entries are skipped), of any float dtype, same numel per entry, same device.
+    Accumulation is in float32; results are bit-identical to ``accumulate_reference_``.
+    One launch when both sides are back-to-back views of one buffer each (``FlatParameters``),
+    else one per tensor. Returns ``acc``.
+    """
+    if mode not in ACCUMULATE_MODES:
+        raise ValueError(f"mode must be one of {ACCUMULATE_MODES}, got {mode!r}")
+    accs = tensor_list(acc, "acc")
+    if not accs or not use_triton(accs[0]):
+        return accumulate_reference_(acc, grad, mode)
+    grads = [grad] if isinstance(grad, torch.Tensor) else list(grad)
+    if len(grads) != len(accs):
+        raise ValueError(f"grad: {len(grads)} tensors for {len(accs)} accumulators")
+    for a, g in zip(accs, grads):
+        if a.dtype != torch.float32:
+            raise ValueError(f"acc must be float32, got {a.dtype}")
+        if g is not None and (g.numel() != a.numel() or g.device != a.device):
+            raise ValueError(f"grad ({g.numel()} on {g.device}) does not match acc ({a.numel()} on {a.device})")
+    if all(g is not None for g in grads):
+        flat_acc, flat_grad = adjacent_flat(accs), adjacent_flat(grads)
+        if flat_acc is not None and flat_grad is not None:
+            _launch(flat_acc, flat_grad, mode)
+            return acc
+    for a, g in zip(accs, grads):
+        if g is not None:
+            _launch(a, g, mode)
+    return acc

@@ -1,0 +1,84 @@
+"""The importance criteria of the unlearn step (SNIP, Fisher, magnitude, random: the paper's
+Table 8), one pass each, writing only the output buffer."""
+
+from __future__ import annotations
+
+import torch
+
+from ._device import counter_uniform, seed_key, to_float32
+from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
+from ._layout import as_parts
+from .reference import check_saliency_args, saliency_out, saliency_reference, saliency_result
+from .rng import kernel_keys
+
+_KIND_CODE = {"snip": 0, "fim": 1, "magnitude": 2, "random": 3}
+
+
+@jit(do_not_specialize=["index_base", "k0", "k1"])
+def _saliency_kernel(out_ptr, w_ptr, acc_ptr, n, index_base, k0, k1, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inb = offs < n
+    if KIND == 0:
+        acc = tl.load(acc_ptr + offs, mask=inb, other=0.0)
+        w = to_float32(tl.load(w_ptr + offs, mask=inb, other=0.0))
+        value = tl.abs(acc * w)
+    elif KIND == 1:
+        value = tl.load(acc_ptr + offs, mask=inb, other=0.0)
+    elif KIND == 2:
+        value = tl.abs(to_float32(tl.load(w_ptr + offs, mask=inb, other=0.0)))
+    else:
+        value = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
+    tl.store(out_ptr + offs, value, mask=inb)
+
+
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int, keys) -> None:
+    n = out.numel()
+    if n == 0:
+        return
+    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
+    w = _contiguous(w.reshape(-1))
+    acc = w if acc is None else _contiguous(acc.reshape(-1))  # unused pointer for magnitude/random
+    _saliency_kernel[(cdiv(n, BLOCK),)](
+        target, w, acc, n, index_base, *keys, KIND=_KIND_CODE[kind], BLOCK=BLOCK, **launch_options()
+    )
+    if target is not out:
+        out.copy_(target)
+
+
+@torch.no_grad()
+def saliency(kind: str, params, acc=None, seed: int = 0, out=None):
+    """Importance of every parameter entry; lower means "reset first".
+
+    ``kind``: ``"snip"`` -> ``|acc * w|`` (``acc``: accumulated gradients, see ``accumulate_``),
+    ``"fim"`` -> ``acc`` (accumulated squared gradients), ``"magnitude"`` -> ``|w|``,
+    ``"random"`` -> ``u`` in [0, 1) from the counter-based generator keyed by ``(seed, global flat index)``.
+
+    ``params``: a tensor (e.g. ``FlatParameters.data``) or a sequence of tensors, any float dtype.
+    ``acc``: float32, one tensor holding the whole concatenation or one tensor per part.
+    ``out``: optional float32 destination with the structure of ``params``.
+    Returns float32 saliency with the structure of ``params`` (for a sequence: views of one new
+    buffer, so that ``unlearn_`` can treat them as a single flat buffer). ``"fim"`` without ``out``
+    returns ``acc`` itself, exactly as passed. Allocates at most the output; bit-identical to
+    ``saliency_reference``.
+    """
+    parts = as_parts(params, what="params")
+    if not parts.views or not use_triton(parts.views[0]):
+        return saliency_reference(kind, params, acc, seed, out)
+    accs = check_saliency_args(kind, parts, acc)
+    if kind == "fim" and out is None:
+        return acc  # Fisher saliency is the accumulator itself: nothing to compute, nothing to allocate
+    outs = saliency_out(kind, parts, out)
+    keys = kernel_keys(seed)
+    acc_flat = None if accs is None else accs.flat
+    if outs.flat is not None and parts.flat is not None and (accs is None or acc_flat is not None):
+        _launch(kind, outs.flat, parts.flat, acc_flat, 0, keys)
+    else:
+        for i, (w, o, offset) in enumerate(zip(parts.views, outs.views, parts.offsets)):
+            _launch(kind, o, w, None if accs is None else accs.views[i], offset, keys)
+    if out is not None:
+        return out
+    return saliency_result(params, outs)

@@ -1,0 +1,123 @@
+"""Unlearn: reset the least salient entries of the whole model to fresh uniform values.
+
+Fused path: ``kth_smallest`` radix passes over the saliency (no copy), then one masked
+re-initialisation launch over the whole flat parameter buffer, driven by a small per-block table
+derived from the segment table. The launch reads the saliency once and writes only the reset
+entries; it never reads the parameters. One device sync at the end, for the returned count.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._device import counter_uniform, order_key, round_to, seed_key
+from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
+from ._layout import as_parts, check_bounds, like_parts
+from ._segments import block_table
+from .reference import f32, unlearn_count, unlearn_reference_
+from .rng import kernel_keys
+from .radix_select import KEY_BITS, radix_select
+
+
+@jit(do_not_specialize=["index_base", "k0", "k1"])
+def _unlearn_kernel(
+    w_ptr,
+    s_ptr,
+    ranges_ptr,
+    bounds_ptr,
+    threshold_ptr,
+    count_ptr,
+    n,
+    index_base,
+    bound,
+    k0,
+    k1,
+    USE_TABLE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    if USE_TABLE:
+        start = tl.load(ranges_ptr + 2 * pid)
+        end = tl.load(ranges_ptr + 2 * pid + 1)
+        b = tl.load(bounds_ptr + pid)
+    else:
+        start = pid.to(tl.int64) * BLOCK
+        end = n
+        b = bound
+    offs = start + tl.arange(0, BLOCK)
+    inb = offs < end
+    s = tl.load(s_ptr + offs, mask=inb, other=0.0)
+    threshold = tl.load(threshold_ptr)
+    # Integer keys: s <= threshold exactly as IEEE compares (zeros merged), whatever the FTZ mode;
+    # a NaN threshold has the top key, so everything is reset.
+    reset = inb & (order_key(s, True) <= order_key(threshold, True))
+    u = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
+    fresh = (u * 2.0 - 1.0) * b
+    tl.store(w_ptr + offs, round_to(fresh, w_ptr.dtype.element_ty), mask=reset)
+    tl.atomic_add(count_ptr, tl.sum(reset.to(tl.int64), 0), sem="relaxed")
+
+
+def _contiguous(t: torch.Tensor) -> torch.Tensor:
+    return t if t.is_contiguous() else t.contiguous()
+
+
+@torch.no_grad()
+def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=None) -> int:
+    """Reinitialise, in place, the ``int(fraction * total)`` least salient parameter entries.
+
+    ``params``: a ``FlatParameters``, a contiguous 1-D buffer with a ``segments`` table of
+    ``(offset, length)`` tiling it, or a sequence of tensors (any float dtype; all modified in place).
+    ``saliency``: one tensor holding the concatenation (e.g. the output of ``saliency`` on the flat
+    buffer) or one tensor per part with matching numel; float32/float16/bfloat16; same device.
+    ``bounds``: one entry per part/segment: a float >= 0, or None (the part counts towards the
+    threshold but is never reset).
+
+    threshold = the k-th smallest saliency over all parts (None-bound ones included), with
+    ``k = int(fraction * total)``; ``k == 0`` resets nothing. Every entry of a bounded part with
+    ``saliency <= threshold`` (float comparison: -0.0 == +0.0) becomes ``(2u - 1) * bound``
+    (float32, in [-bound, bound), then rounded to nearest-even into the parameter dtype), ``u``
+    from the counter-based generator keyed by ``(seed, global flat index)``; all other entries
+    stay bit-identical. NaN saliencies rank above +inf: they are reset only when the threshold
+    itself is NaN (k reached them), which then resets every entry of the bounded parts.
+
+    Returns the number of entries reset (one host sync). Bit-identical to ``unlearn_reference_``.
+    With a flat buffer (or parts that are back-to-back views of one, as ``flatten_parameters``
+    makes them): ``kth_smallest`` passes plus ONE launch for the whole model.
+    """
+    parts = as_parts(params, segments)
+    if not parts.views or not use_triton(parts.views[0]):
+        return unlearn_reference_(params, saliency, fraction, bounds, seed, segments=segments)
+    sal = like_parts(saliency, parts, "saliency")
+    bounds = check_bounds(bounds, len(parts.views))
+    k = unlearn_count(fraction, parts.numel)
+    if k == 0 or all(b is None for b in bounds):
+        return 0
+    s_dtype = sal.views[0].dtype
+    if s_dtype not in KEY_BITS or any(v.dtype != s_dtype for v in sal.views):
+        raise ValueError(f"saliency must be one of {list(KEY_BITS)} (one dtype), got {s_dtype}")
+    device = parts.views[0].device
+    s_parts = [sal.flat] if sal.flat is not None else [_contiguous(v.reshape(-1)) for v in sal.views]
+    threshold = radix_select([p for p in s_parts if p.numel() > 0], k)
+    count = torch.zeros(1, dtype=torch.int64, device=device)
+    k0, k1 = kernel_keys(seed)
+    options = dict(BLOCK=BLOCK, **launch_options())
+    if parts.flat is not None and sal.flat is not None:
+        ranges, bound_table = block_table(parts.numels, bounds, BLOCK, device, None)
+        if ranges.shape[0] > 0:
+            _unlearn_kernel[(ranges.shape[0],)](
+                parts.flat, sal.flat, ranges, bound_table, threshold, count, parts.numel, 0, 0.0, k0, k1,
+                USE_TABLE=True, **options,
+            )
+    else:
+        for w, s, bound, offset in zip(parts.views, sal.views, bounds, parts.offsets):
+            if bound is None or w.numel() == 0:
+                continue
+            target = _contiguous(w)
+            n = w.numel()
+            _unlearn_kernel[(cdiv(n, BLOCK),)](
+                target, _contiguous(s.reshape(-1)), count, count, threshold, count, n, offset, f32(bound), k0, k1,
+                USE_TABLE=False, **options,
+            )
+            if target is not w:
+                w.copy_(target)
+    return int(count.item())
