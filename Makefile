@@ -6,7 +6,7 @@ STAMP := $(VENV)/.lure-fast-installed
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench setup clean
+.PHONY: run test bench ffcv setup clean
 run: $(STAMP)
 	$(VENV)/bin/lure-fast compare $(ARGS)
 
@@ -17,6 +17,9 @@ bench: $(STAMP)
 	$(VENV)/bin/python -m pytest benchmarks --benchmark-enable $(PYTEST_ARGS)
 
 setup: $(STAMP)
+
+ffcv: $(STAMP)
+	bash scripts/install_ffcv.sh $(VENV)/bin/python
 
 $(STAMP): pyproject.toml scripts/setup.sh $(wildcard scripts/install_ffcv.sh)
 	bash scripts/setup.sh $(VENV)

@@ -2,7 +2,9 @@
 and serves batches of any index set through one interface (``base``) from several backends."""
 from .base import Backend, EpochLoader, epoch_generator
 from .errors import DataError
+from .restricted_imagenet import read_restricted_imagenet
 from .sources import LAYOUTS, Dataset, Split, detect_layout, load_dataset
+from .writers import beton_for, betons_for, check_beton, few_shot
 
 BACKENDS = ("memory", "torch", "ffcv")
 
@@ -22,4 +24,5 @@ def make_backend(name: str, dataset: Dataset, device="cpu", channels_last: bool 
 
 
 __all__ = ["Backend", "EpochLoader", "DataError", "Dataset", "Split", "LAYOUTS", "BACKENDS",
-           "detect_layout", "load_dataset", "make_backend", "epoch_generator"]
+           "detect_layout", "load_dataset", "make_backend", "epoch_generator",
+           "read_restricted_imagenet", "few_shot", "beton_for", "betons_for", "check_beton"]

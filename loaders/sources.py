@@ -232,7 +232,8 @@ def download_cifar(name: str, root: str) -> str:
 def load_dataset(name: str | None = None, path: str | None = None, image_size: int | None = None,
                  cache_dir: str | None = None) -> Dataset:
     """Read a dataset by name and/or path (see the module docstring). ``name`` alone: ``digits`` reads
-    the embedded data, ``cifar10``/``cifar100`` download through torchvision into ``cache_dir``."""
+    the embedded data, ``cifar10``/``cifar100`` download through torchvision into ``cache_dir``.
+    ``restricted_imagenet`` with the ImageNet folder as ``path``: see ``loaders.restricted_imagenet``."""
     if path is None:
         if name in (None, "digits"):
             return read_digits()
@@ -241,6 +242,10 @@ def load_dataset(name: str | None = None, path: str | None = None, image_size: i
             path = download_cifar(name, cache)
         else:
             raise DataError(f"--dataset {name}: needs --data PATH (known without a path: digits, cifar10, cifar100)")
+    if name == "restricted_imagenet":
+        from .restricted_imagenet import read_restricted_imagenet
+
+        return read_restricted_imagenet(path, image_size or 32)
     layout = detect_layout(path)
     if name == "digits":
         raise DataError("--dataset digits is the embedded data and takes no --data; drop one of them")

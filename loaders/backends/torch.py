@@ -12,8 +12,9 @@ from ..base import Backend, EpochLoader, epoch_generator
 
 
 class _Samples(Dataset):
-    def __init__(self, images, labels, indices, augment: bool):
+    def __init__(self, images, labels, indices, augment: bool, base_seed: int):
         self.images, self.labels, self.indices, self.augment = images, labels, indices, augment
+        self.base_seed = base_seed
 
     def __len__(self):
         return len(self.indices)
@@ -22,7 +23,8 @@ class _Samples(Dataset):
         j = int(self.indices[i])
         x = self.images[j].permute(2, 0, 1).float().div_(255)
         if self.augment:  # per-sample, on the CPU, like torchvision transforms in a worker
-            x = flip_crop(x[None], torch.Generator().manual_seed(torch.initial_seed() % 2**63 + i))[0]
+            # keyed by (epoch's base seed, position): the same with any number of workers
+            x = flip_crop(x[None], torch.Generator().manual_seed((self.base_seed + i) % 2**63))[0]
         return x, self.labels[j]
 
 
@@ -35,7 +37,9 @@ class TorchLoader(EpochLoader):
         g = epoch_generator(self.seed, epoch)
         data = getattr(self.backend.dataset, self.split)
         # the order is drawn here; the generator also seeds the workers, so an epoch is reproducible
-        ds = _Samples(data.images, data.labels, self.order(epoch, g), self.augment)
+        order = self.order(epoch, g)
+        base_seed = int(torch.randint(0, 2**62, (1,), generator=g))
+        ds = _Samples(data.images, data.labels, order, self.augment, base_seed)
         dl = DataLoader(ds, batch_size=self.batch_size, shuffle=False, drop_last=self.drop_last,
                         num_workers=self.backend.workers, generator=g,
                         pin_memory=self.backend.device.type == "cuda",
