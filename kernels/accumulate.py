@@ -6,8 +6,8 @@ import torch
 
 from ._device import to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import adjacent_flat, tensor_list
-from .reference import ACCUMULATE_MODES, accumulate_reference_
+from ._layout import adjacent_flat
+from .reference import accumulate_args, accumulate_reference_
 
 _MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
 
@@ -51,19 +51,9 @@ def accumulate_(acc, grad, mode: str):
     One launch when both sides are back-to-back views of one buffer each (``FlatParameters``),
     else one per tensor. Returns ``acc``.
     """
-    if mode not in ACCUMULATE_MODES:
-        raise ValueError(f"mode must be one of {ACCUMULATE_MODES}, got {mode!r}")
-    accs = tensor_list(acc, "acc")
+    accs, grads = accumulate_args(acc, grad, mode)
     if not accs or not use_triton(accs[0]):
         return accumulate_reference_(acc, grad, mode)
-    grads = [grad] if isinstance(grad, torch.Tensor) else list(grad)
-    if len(grads) != len(accs):
-        raise ValueError(f"grad: {len(grads)} tensors for {len(accs)} accumulators")
-    for a, g in zip(accs, grads):
-        if a.dtype != torch.float32:
-            raise ValueError(f"acc must be float32, got {a.dtype}")
-        if g is not None and (g.numel() != a.numel() or g.device != a.device):
-            raise ValueError(f"grad ({g.numel()} on {g.device}) does not match acc ({a.numel()} on {a.device})")
     if all(g is not None for g in grads):
         flat_acc, flat_grad = adjacent_flat(accs), adjacent_flat(grads)
         if flat_acc is not None and flat_grad is not None:

@@ -118,13 +118,8 @@ def reinit_values(u: torch.Tensor, bound: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- accumulate
 
 
-@torch.no_grad()
-def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
-    """In place ``acc += |grad|`` ("abs"), ``acc += grad`` ("sum") or ``acc += grad**2`` ("square").
-
-    ``acc``: float32 tensor or sequence of them; ``grad``: matching tensor(s) of any float dtype and
-    equal numel (``None`` entries are skipped). Accumulation is in float32. Returns ``acc``.
-    """
+def accumulate_args(acc: TensorOrSeq, grad, mode: str) -> tuple[list, list]:
+    """Check the arguments of ``accumulate_`` and its reference; the accumulators and gradients as lists."""
     if mode not in ACCUMULATE_MODES:
         raise ValueError(f"mode must be one of {ACCUMULATE_MODES}, got {mode!r}")
     accs = tensor_list(acc, "acc")
@@ -134,10 +129,22 @@ def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
     for a, g in zip(accs, grads):
         if a.dtype != torch.float32:
             raise ValueError(f"acc must be float32, got {a.dtype}")
+        if g is not None and (g.numel() != a.numel() or g.device != a.device):
+            raise ValueError(f"grad ({g.numel()} on {g.device}) does not match acc ({a.numel()} on {a.device})")
+    return accs, grads
+
+
+@torch.no_grad()
+def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
+    """In place ``acc += |grad|`` ("abs"), ``acc += grad`` ("sum") or ``acc += grad**2`` ("square").
+
+    ``acc``: float32 tensor or sequence of them; ``grad``: matching tensor(s) of any float dtype and
+    equal numel (``None`` entries are skipped). Accumulation is in float32. Returns ``acc``.
+    """
+    accs, grads = accumulate_args(acc, grad, mode)
+    for a, g in zip(accs, grads):
         if g is None:
             continue
-        if g.numel() != a.numel():
-            raise ValueError(f"grad has {g.numel()} entries, acc {a.numel()}")
         g = g.reshape(a.shape).to(torch.float32)
         if mode == "abs":
             a.add_(g.abs())

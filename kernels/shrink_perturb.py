@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._device import counter_uniform, round_to, seed_key, to_float32
+from ._device import block_span, counter_uniform, round_to, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
 from ._layout import as_parts, check_bounds
 from ._segments import block_table
@@ -18,17 +18,7 @@ def _shrink_perturb_kernel(
     w_ptr, ranges_ptr, bounds_ptr, n, index_base, bound, lam, sigma, k0, k1,
     USE_TABLE: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if USE_TABLE:
-        start = tl.load(ranges_ptr + 2 * pid)
-        end = tl.load(ranges_ptr + 2 * pid + 1)
-        b = tl.load(bounds_ptr + pid)
-    else:
-        start = pid.to(tl.int64) * BLOCK
-        end = n
-        b = bound
-    offs = start + tl.arange(0, BLOCK)
-    inb = offs < end
+    offs, inb, b = block_span(tl.program_id(0), ranges_ptr, bounds_ptr, n, bound, USE_TABLE, BLOCK)
     w = to_float32(tl.load(w_ptr + offs, mask=inb, other=0.0))
     u = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
     noise = (u * 2.0 - 1.0) * b

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._device import counter_uniform, order_key, round_to, seed_key
+from ._device import block_span, counter_uniform, order_key, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
 from ._layout import as_parts, check_bounds, like_parts
 from ._segments import block_table
@@ -35,17 +35,7 @@ def _unlearn_kernel(
     USE_TABLE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    if USE_TABLE:
-        start = tl.load(ranges_ptr + 2 * pid)
-        end = tl.load(ranges_ptr + 2 * pid + 1)
-        b = tl.load(bounds_ptr + pid)
-    else:
-        start = pid.to(tl.int64) * BLOCK
-        end = n
-        b = bound
-    offs = start + tl.arange(0, BLOCK)
-    inb = offs < end
+    offs, inb, b = block_span(tl.program_id(0), ranges_ptr, bounds_ptr, n, bound, USE_TABLE, BLOCK)
     s = tl.load(s_ptr + offs, mask=inb, other=0.0)
     threshold = tl.load(threshold_ptr)
     # Integer keys: s <= threshold exactly as IEEE compares (zeros merged), whatever the FTZ mode;

@@ -40,6 +40,8 @@ def curves(results: dict[str, dict], path: str) -> None:
     for r in results.values():
         mbs = r["megabatches"]
         ax.plot([m["index"] for m in mbs], [m["test_acc"] for m in mbs], marker="o", label=method_label(r))
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("mega-batch")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{next(iter(results.values()))['dataset']['name']}: test accuracy over the stream")
