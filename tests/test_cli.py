@@ -109,3 +109,16 @@ def test_imagefolder_data(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == {"name": "ds", "layout": "imagefolder", "train": 120, "test": 20, "classes": 2,
                               "image_shape": [3, 12, 12]}
+
+
+def test_ffcv_run_on_real_cifar10_jpegs(tmp_path, cifar_jpeg, capsys, monkeypatch):
+    pytest.importorskip("ffcv", reason="FFCV is not installed (scripts/install_ffcv.sh installs it)")
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "beton"))
+    out = tmp_path / "o"
+    assert main(["run", "--data", str(cifar_jpeg), "--loader", "ffcv", "--preset", "tiny", "--megabatch-size", "150",
+                 "--method", "lure", "--quiet", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["dataset"]["train"] == 50000 and res["dataset"]["test"] == 10000
+    assert [m["train_size"] for m in res["megabatches"]] == [135, 270]
+    assert res["summary"]["cer"] == sum(m["test_errors"] for m in res["megabatches"])
+    assert os.listdir(tmp_path / "beton")  # the dataset was written to .beton files and read from them
