@@ -102,8 +102,10 @@ def cmd_compare(args) -> int:
     results = {}
     t0 = time.perf_counter()
     for m in methods:
-        results[m] = run(cfgs[m], os.path.join(out, m), resume=args.resume and os.path.isdir(os.path.join(out, m)),
-                         overwrite=args.overwrite, progress=not args.quiet, label=m)
+        folder = os.path.join(out, m)
+        started = os.path.isdir(folder) and bool(os.listdir(folder))  # a method killed before its first checkpoint starts afresh
+        results[m] = run(cfgs[m], folder, resume=args.resume and started, overwrite=args.overwrite,
+                         progress=not args.quiet, label=m)
     md = table(results)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md)

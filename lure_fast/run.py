@@ -245,7 +245,6 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                      f"val {record['val_acc']:.2f}  test {record['test_acc']:.2f}  "
                      f"errors {record['test_errors']}  gap {record['gen_gap']:.2f}  {record['seconds']:.1f}s")
             if i < cfg.megabatches:
-                best = {"val": -1.0, "train": 0.0, "epoch": -1}
                 save(i + 1, 0, False, 0.0)
     finally:
         bar.close()

@@ -175,3 +175,10 @@ def test_compare_resumes_each_method(tmp_path):
     assert p.returncode == 0, p.stderr
     assert (out / "bl" / "results.json").read_bytes() == bl_before  # finished work is not redone
     assert (out / "lure" / "results.json").exists() and (out / "table.md").exists()
+
+
+def test_compare_resume_starts_a_method_killed_before_its_first_checkpoint(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    (out / "bl").mkdir(parents=True)  # what a kill during bl's first epoch leaves behind
+    assert main(["compare", "--methods", "bl", "--preset", "tiny", "--quiet", "--out", str(out), "--resume"]) == 0
+    assert (out / "bl" / "results.json").exists() and (out / "table.md").exists()
