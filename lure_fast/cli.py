@@ -63,9 +63,31 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, cores/J)")
 
 
-RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func"}
+RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func", "threads", "jobs"}
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+    if n is not None:
+        if n < 1:
+            raise C.ConfigError(f"--threads {n}: must be at least 1")
+        torch.set_num_threads(n)
+
+
+def train_images(res: dict) -> int:
+    """Training images a run pushed through the model (epochs x training-set size, summed)."""
+    return sum(m["train_size"] for m in res["megabatches"]) * res["config"]["epochs"]
+
+
+def _run_job(cfg_dict: dict, folder: str, resume: bool, overwrite: bool, label: str, threads: int) -> dict:
+    """One method of ``compare --jobs``, in a worker process."""
+    from .run import run
+    set_threads(threads)
+    cfg_dict = {**cfg_dict, "lr_milestones": tuple(cfg_dict["lr_milestones"])}
+    return run(C.RunConfig(**cfg_dict), folder, resume=resume, overwrite=overwrite, progress=False, label=label)
 
 
 def settings(args: argparse.Namespace) -> dict:
@@ -78,6 +100,7 @@ def default_out(command: str) -> str:
 
 def cmd_run(args) -> int:
     from .run import run
+    set_threads(args.threads)
     cfg = C.resolve(settings(args))
     out = args.out or default_out("run")
     res = run(cfg, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
@@ -97,21 +120,37 @@ def cmd_compare(args) -> int:
         raise C.ConfigError(f"--methods {args.methods}: names a method twice")
     base = settings(args)
     cfgs = {m: C.resolve({**base, "method": m}) for m in methods}  # validate all before any compute
+    if args.jobs < 1:
+        raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
     out = args.out or default_out("compare")
     prepare_out(out, args.resume, args.overwrite)
-    results = {}
-    t0 = time.perf_counter()
-    for m in methods:
+
+    def resume_of(m):  # a method killed before its first checkpoint starts afresh
         folder = os.path.join(out, m)
-        started = os.path.isdir(folder) and bool(os.listdir(folder))  # a method killed before its first checkpoint starts afresh
-        results[m] = run(cfgs[m], folder, resume=args.resume and started, overwrite=args.overwrite,
-                         progress=not args.quiet, label=m)
-    md = table(results)
+        return args.resume and os.path.isdir(folder) and bool(os.listdir(folder))
+
+    t0 = time.perf_counter()
+    if args.jobs == 1:
+        set_threads(args.threads)
+        results = {m: run(cfgs[m], os.path.join(out, m), resume=resume_of(m), overwrite=args.overwrite,
+                          progress=not args.quiet, label=m) for m in methods}
+    else:  # each method in its own process: together they keep a GPU (or the cores) busy
+        import concurrent.futures as cf
+        import multiprocessing as mp
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = {m: pool.submit(_run_job, cfgs[m].to_dict(), os.path.join(out, m), resume_of(m),
+                                      args.overwrite, m, threads) for m in methods}
+            results = {m: f.result() for m, f in futures.items()}
+    wall = time.perf_counter() - t0
+    images = sum(train_images(r) for r in results.values())
+    md = table(results) + (f"\nWall time {wall:.1f} s for {len(methods)} runs ({args.jobs} at a time): "
+                           f"{images / wall:,.0f} training images/s in aggregate.\n")
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md)
     curves(results, os.path.join(out, "curves.png"))
     print(md)
-    print(f"wall time {time.perf_counter() - t0:.1f} s; table.md and curves.png in {out}")
+    print(f"table.md and curves.png in {out}")
     return 0
 
 
@@ -123,6 +162,7 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("compare", help="run several methods on the same stream and tabulate them", epilog=EPILOG)
     c.add_argument("--methods", default="bl,lure,sp,llf", help="comma-separated methods (default bl,lure,sp,llf)")
+    c.add_argument("--jobs", type=int, default=1, help="methods run at once, each in its own process (default 1)")
     add_run_flags(c)
     c.set_defaults(func=cmd_compare)
     return p

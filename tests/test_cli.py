@@ -122,3 +122,15 @@ def test_ffcv_run_on_real_cifar10_jpegs(tmp_path, cifar_jpeg, capsys, monkeypatc
     assert [m["train_size"] for m in res["megabatches"]] == [135, 270]
     assert res["summary"]["cer"] == sum(m["test_errors"] for m in res["megabatches"])
     assert os.listdir(tmp_path / "beton")  # the dataset was written to .beton files and read from them
+
+
+def test_compare_jobs_runs_methods_concurrently_with_the_same_results(tmp_path, capsys):
+    base = ["compare", "--methods", "bl,lure", "--preset", "tiny", "--quiet", "--threads", "1"]
+    assert main([*base, "--out", str(tmp_path / "seq")]) == 0
+    assert main([*base, "--jobs", "2", "--out", str(tmp_path / "par")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 runs (2 at a time)" in printed and "training images/s in aggregate" in printed
+    strip = lambda r: [{k: v for k, v in m.items() if "seconds" not in k} for m in r["megabatches"]]
+    for m in ("bl", "lure"):
+        a, b = (json.loads((tmp_path / d / m / "results.json").read_text()) for d in ("seq", "par"))
+        assert strip(a) == strip(b)
