@@ -60,12 +60,15 @@ class FlatParameters:
                 return False
         return True
 
+    @torch.no_grad()
     def attach_grads(self) -> None:
         """Point every ``p.grad`` back at its view of ``grad`` (after ``set_to_none=True``)."""
         for p, g in zip(self.params, self._grad_views):
             if p.grad is None or p.grad.data_ptr() != g.data_ptr() or p.grad.shape != g.shape:
                 if p.grad is not None:
                     g.copy_(p.grad)  # keep a gradient that was accumulated outside the buffer
+                else:
+                    g.zero_()  # set_to_none meant "no gradient": the view must not bring the old one back
                 p.grad = g
 
     @torch.no_grad()

@@ -24,7 +24,10 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def as_index_array(indices: Sequence[int] | np.ndarray | torch.Tensor, size: int) -> np.ndarray:
-    idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices, dtype=np.int64).reshape(-1)
+    idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
+    if idx.size and not np.issubdtype(idx.dtype, np.integer):  # a bool mask or floats would be misread
+        raise DataError(f"sample indices must be integers, got {idx.dtype}; pass np.flatnonzero(mask) for a mask")
+    idx = idx.astype(np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= size):
         raise DataError(f"sample index out of range [0, {size}): {int(idx.min())}..{int(idx.max())}")
     return idx
@@ -66,6 +69,8 @@ class Backend(ABC):
         self.channels_last = channels_last
 
     def split_size(self, split: str) -> int:
+        if split not in ("train", "test"):
+            raise DataError(f"split '{split}': unknown; choose train or test")
         return len(getattr(self.dataset, split))
 
     @abstractmethod
@@ -74,4 +79,5 @@ class Backend(ABC):
         """An :class:`EpochLoader` over ``indices`` of ``split`` ('train' or 'test')."""
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        """One memory format for every batch, augmented or not."""
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)

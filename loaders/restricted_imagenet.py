@@ -151,10 +151,15 @@ def _read_split(root: str, expected, size: int, cache: Path | None, workers: int
         warnings.warn(f"{root}: skipped {skipped} unreadable image(s), first {first}", stacklevel=3)
     images, labels = np.ascontiguousarray(images[ok]), labels[ok]
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, images=images, labels=labels, skipped=skipped)
-        os.replace(tmp, cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, images=images, labels=labels, skipped=skipped)
+            os.replace(tmp, cached)
+        except OSError as e:  # the cache only saves time: go on without it
+            warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
+                          "the next run decodes them again", stacklevel=3)
+            tmp.unlink(missing_ok=True)
     return mapping, Split(torch.from_numpy(images), torch.from_numpy(labels)), skipped
 
 

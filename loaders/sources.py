@@ -120,28 +120,34 @@ def _cifar_images(d: dict) -> np.ndarray:
     return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
+def _cifar_fields(path: str, d: dict, label_key: str) -> tuple[np.ndarray, list]:
+    """Images and labels of one unpickled CIFAR batch, or one DataError line if it is malformed."""
+    try:
+        return _cifar_images(d), list(d[label_key])
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{path}: not a CIFAR batch ({type(e).__name__}: {e}); download the dataset again") from None
+
+
 def read_cifar10(path: str) -> Dataset:
     root = _cifar_dir(path, "cifar-10-batches-py")
     if root is None:
         raise DataError(f"--data {path}: no cifar-10-batches-py folder here")
-    batches = [_unpickle(os.path.join(root, f"data_batch_{i}")) for i in range(1, 6)]
-    test = _unpickle(os.path.join(root, "test_batch"))
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    parts = [_cifar_fields(n, _unpickle(os.path.join(root, n)), "labels") for n in names]
     meta = _unpickle(os.path.join(root, "batches.meta"))
-    train = _split(np.concatenate([_cifar_images(b) for b in batches]),
-                   np.concatenate([b["labels"] for b in batches]))
-    return Dataset("cifar10", "cifar10", train, _split(_cifar_images(test), test["labels"]),
-                   list(meta["label_names"]), os.path.abspath(root))
+    train = _split(np.concatenate([p[0] for p in parts[:5]]), np.concatenate([p[1] for p in parts[:5]]))
+    return Dataset("cifar10", "cifar10", train, _split(*parts[5]), list(meta.get("label_names", range(10))),
+                   os.path.abspath(root))
 
 
 def read_cifar100(path: str) -> Dataset:
     root = _cifar_dir(path, "cifar-100-python")
     if root is None:
         raise DataError(f"--data {path}: no cifar-100-python folder here")
-    train, test = _unpickle(os.path.join(root, "train")), _unpickle(os.path.join(root, "test"))
+    train, test = (_cifar_fields(n, _unpickle(os.path.join(root, n)), "fine_labels") for n in ("train", "test"))
     meta = _unpickle(os.path.join(root, "meta"))
-    return Dataset("cifar100", "cifar100", _split(_cifar_images(train), train["fine_labels"]),
-                   _split(_cifar_images(test), test["fine_labels"]), list(meta["fine_label_names"]),
-                   os.path.abspath(root))
+    return Dataset("cifar100", "cifar100", _split(*train), _split(*test),
+                   list(meta.get("fine_label_names", range(100))), os.path.abspath(root))
 
 
 def list_imagefolder(root: str, classes: list[str] | None = None) -> tuple[list[str], list[tuple[str, int]]]:

@@ -147,7 +147,12 @@ def betons_for(dataset: Dataset, **options) -> dict[str, str]:
 
 @contextmanager
 def _locked(path: Path):
-    with open(f"{path}.lock", "a") as f:
+    try:
+        f = open(f"{path}.lock", "a")
+    except OSError as e:
+        raise DataError(f"beton cache {path.parent}: cannot be written ({e.strerror}); pass a writable "
+                        "cache_dir or set LURE_FAST_BETON_CACHE") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -211,8 +216,8 @@ def _writer_class():
             self.num_samples = num_samples
             self.prepare()
             processes = []
+            todo, results = Queue(), Queue()
             try:
-                todo, results = Queue(), Queue()
                 for chunk in queue_content:
                     todo.put(chunk)
                 for _ in range(self.num_workers):
@@ -241,6 +246,9 @@ def _writer_class():
                     if p.is_alive():
                         p.terminate()
                         p.join()
+                # chunks nobody will read: don't let the queue's feeder thread block interpreter exit
+                todo.cancel_join_thread()
+                todo.close()
                 self.metadata_sm.close()
                 self.metadata_sm.unlink()
 
@@ -293,6 +301,16 @@ def _metadata_type():
 
 def check_beton(path: str | os.PathLike, expect: Split | None = None, storage: str | None = None,
                 spot_checks: int = 8) -> int:
+    try:
+        return _check_beton(path, expect, storage, spot_checks)
+    except DataError:
+        raise
+    except (ValueError, OSError, IndexError) as e:  # bytes that parse as garbage: undecodable names, bad offsets
+        raise DataError(f"{path}: not a complete .beton file ({type(e).__name__}: {e}); delete it and it will "
+                        "be rewritten") from None
+
+
+def _check_beton(path, expect, storage, spot_checks) -> int:
     """Check that ``path`` is a complete ``.beton`` with this module's fields; return its sample count.
 
     With ``expect``: the sample count, image size, labels and indices must match it, and ``spot_checks``

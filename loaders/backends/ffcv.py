@@ -39,6 +39,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from ..augment import crop_padding
 from ..base import Backend, EpochLoader, epoch_generator
 from ..errors import DataError
 from ..writers import beton_for, check_beton, require_ffcv
@@ -233,7 +234,10 @@ def _batches(iterator):
         except queue.Empty:
             if iterator.is_alive():
                 continue
-            raise RuntimeError("the FFCV pipeline thread died (its traceback is printed above)") from None
+            try:  # it may have queued its last batches and exited between the two checks
+                item = iterator.output_queue.get_nowait()
+            except queue.Empty:
+                raise RuntimeError("the FFCV pipeline thread died (its traceback is printed above)") from None
         if item is None:
             iterator.close()
             return
@@ -359,7 +363,7 @@ class FFCVBackend(Backend):
     def _build(self, split: str, augment: bool, batch_size: int) -> _Pooled:
         cuda = self.device.type == "cuda"
         to_device = [ToDevice(self.device, non_blocking=True)] if cuda else []
-        flip_translate = FlipTranslate(padding=4) if augment else None
+        flip_translate = FlipTranslate(padding=crop_padding(self.dataset.image_shape[1])) if augment else None
         to_float = UnitFloat(self.dataset.image_shape[0], self.channels_last, self.device)
         on_device = [ToTensor(), *to_device, ToTorchImage(channels_last=True)] if cuda else []
         image = [SimpleRGBImageDecoder(), *([flip_translate] if augment else []), *on_device, to_float]

@@ -12,6 +12,7 @@ class MemoryLoader(EpochLoader):
     def __init__(self, backend: "MemoryBackend", split: str, indices, batch_size: int, augment: bool,
                  shuffle: bool, drop_last: bool, seed: int):
         self.backend, self.split, self.augment = backend, split, augment
+        backend.split_size(split)  # names a bad split in one line
         self.images, self.labels = backend.tensors[split]
         super().__init__(indices, len(self.labels), batch_size, shuffle, drop_last, seed)
 

@@ -157,3 +157,18 @@ def test_torch_compile_forward_backward():
     assert flat.grads_attached()
     torch.testing.assert_close(loss, _loss(twin))
     torch.testing.assert_close(flat.grad, torch.cat([p.grad.reshape(-1) for p in twin.parameters()]), rtol=1e-4, atol=1e-5)
+
+
+def test_attach_grads_after_set_to_none_brings_no_stale_gradient():
+    import torch
+    from lure_fast.kernels import flatten_parameters
+    m = torch.nn.Linear(4, 3)
+    flat = flatten_parameters(m)
+    m(torch.ones(2, 4)).sum().backward()
+    one = flat.grad.clone()
+    for p in m.parameters():
+        p.grad = None  # what optimizer.zero_grad(set_to_none=True) does
+    flat.attach_grads()
+    assert torch.count_nonzero(flat.grad) == 0
+    m(torch.ones(2, 4)).sum().backward()
+    assert torch.equal(flat.grad, one)  # one gradient, not two

@@ -158,3 +158,20 @@ def test_an_error_in_the_pipeline_thread_ends_the_epoch_instead_of_hanging(ffcv_
         list(loader.epoch(0))
     monkeypatch.undo()
     assert sorted(ids_of(loader, 1)) == list(range(200))  # the pooled loader still works
+
+
+def test_ffcv_crop_padding_scales_with_the_image_like_the_other_backends(tmp_path, monkeypatch):
+    """On the 8x8 digits an augmented image is a flip and a shift of at most 1 pixel (pad 1), as the
+    memory and torch backends do, not the pad 4 meant for 32x32."""
+    pytest.importorskip("ffcv")
+    import torch.nn.functional as F
+    from lure_fast.loaders import load_dataset
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path))
+    ds = load_dataset("digits")
+    b = make_backend("ffcv", ds)
+    x, _ = next(iter(b.loader("train", np.arange(64), 64, augment=True, shuffle=False, seed=3).epoch(0)))
+    src = ds.train.images[:64].permute(0, 3, 1, 2).float() / 255
+    for i in range(64):
+        candidates = [F.pad(img, (1, 1, 1, 1))[:, dy:dy + 8, dx:dx + 8]
+                      for img in (src[i], src[i].flip(2)) for dy in range(3) for dx in range(3)]
+        assert any(torch.allclose(x[i], c, atol=1e-6) for c in candidates), i

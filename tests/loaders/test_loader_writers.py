@@ -153,6 +153,29 @@ def test_a_write_that_fails_midway_leaves_no_file(tmp_path, monkeypatch):
     assert check_beton(path, ds.train, "raw") == 600
 
 
+def test_a_failed_write_of_many_chunks_reports_and_exits(tmp_path):
+    """With more chunks queued than a pipe holds, a failed write must still let the process exit."""
+    child = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO / 'tests' / 'loaders')!r})
+        from loader_testing import coded_dataset
+        from lure_fast.loaders import DataError, writers
+        get = writers._Samples.__getitem__
+        def failing(self, i):
+            if i == 350:
+                raise OSError("disk on fire")
+            return get(self, i)
+        writers._Samples.__getitem__ = failing
+        try:
+            writers.beton_for(coded_dataset(40000, 60), "train", cache_dir={str(tmp_path)!r}, workers=2)
+        except DataError as e:
+            print("DataError:", e)
+    """)
+    p = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert "DataError:" in p.stdout and "writer process failed" in p.stdout, p.stderr[-2000:]
+    assert not [n for n in betons_in(tmp_path) if n.endswith(".beton")]
+
+
 def test_a_killed_writer_leaves_nothing_that_is_read_later(tmp_path):
     """Kill a writing process (and its workers) mid-write: no file under the final name; the next run
     ignores and removes the temporary file and writes a complete one."""
