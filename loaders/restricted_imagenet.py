@@ -15,17 +15,11 @@ the slow part.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from .errors import DataError
-from .sources import IMAGE_EXTENSIONS, Dataset, Split, decode_image
+from .sources import IMAGE_EXTENSIONS, Dataset, decode_samples
 
 SUPERCLASSES = ("bird", "turtle", "lizard", "spider", "crab", "dog", "cat", "big_cat", "beetle",
                 "butterfly", "monkey", "fish", "fruit", "fungus")
@@ -100,67 +94,11 @@ def _list_split(root: str, expected: dict[str, int] | None) -> tuple[dict[str, i
     return mapping, samples
 
 
-def _decode_chunk(args: tuple[list[str], int]) -> tuple[np.ndarray, np.ndarray]:
-    paths, size = args
-    out = np.zeros((len(paths), size, size, 3), dtype=np.uint8)
-    ok = np.zeros(len(paths), dtype=bool)
-    for k, p in enumerate(paths):
-        a = decode_image(p, size)
-        if a is not None:
-            out[k], ok[k] = a, True
-    return out, ok
-
-
-def _decode_all(paths: list[str], size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    chunks = [(paths[i:i + 256], size) for i in range(0, len(paths), 256)]
-    if workers <= 1 or len(chunks) <= 1:
-        parts = [_decode_chunk(c) for c in chunks]
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            parts = list(pool.map(_decode_chunk, chunks))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _fingerprint(samples: list[tuple[str, int]], size: int) -> str:
-    h = hashlib.sha256(f"restricted-imagenet-v1 {size}".encode())
-    for path, label in samples:
-        st = os.stat(path)
-        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def _read_split(root: str, expected, size: int, cache: Path | None, workers: int):
     mapping, samples = _list_split(root, expected)
-    key = _fingerprint(samples, size)
-    cached = cache / f"restricted_imagenet-{os.path.basename(root)}-{size}px-{key}.npz" if cache else None
-    if cached is not None and cached.exists():
-        try:
-            with np.load(cached) as z:
-                return mapping, Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])), int(z["skipped"])
-        except Exception:  # truncated or foreign: decode again and overwrite
-            pass
-    images, ok = _decode_all([p for p, _ in samples], size, workers)
-    labels = np.array([label for _, label in samples], dtype=np.int64)
-    skipped = int((~ok).sum())
-    if not ok.any():
-        raise DataError(f"{root}: none of its {len(samples)} Restricted ImageNet images could be decoded")
-    if skipped:
-        first = next(p for (p, _), good in zip(samples, ok, strict=True) if not good)
-        warnings.warn(f"{root}: skipped {skipped} unreadable image(s), first {first}", stacklevel=3)
-    images, labels = np.ascontiguousarray(images[ok]), labels[ok]
-    if cached is not None:
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, images=images, labels=labels, skipped=skipped)
-            os.replace(tmp, cached)
-        except OSError as e:  # the cache only saves time: go on without it
-            warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
-                          "the next run decodes them again", stacklevel=3)
-            tmp.unlink(missing_ok=True)
-    return mapping, Split(torch.from_numpy(images), torch.from_numpy(labels)), skipped
+    tag = f"restricted_imagenet-{os.path.basename(root)}-{size}px"
+    split, skipped = decode_samples(samples, size, root, cache, tag, workers)
+    return mapping, split, skipped
 
 
 def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | os.PathLike | None = None,

@@ -12,10 +12,12 @@ Every reader returns a :class:`Dataset` whose splits hold ``images`` as a uint8 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -188,30 +190,96 @@ def decode_image(path: str, size: int | None = None, channels: int = 3) -> np.nd
     return a if a.ndim == 3 else a[..., None]
 
 
-def _read_imagefolder_split(root: str, classes: list[str] | None, size: int | None) -> tuple[list[str], Split, int]:
-    classes, samples = list_imagefolder(root, classes)
-    images, labels, skipped, first_bad = [], [], 0, None
-    for path, label in samples:
-        a = decode_image(path, size)
+def decoded_cache_root() -> Path:
+    """Where decoded ImageFolder splits are cached: ``$LURE_FAST_DECODED_CACHE`` or ~/.cache/lure-fast/decoded."""
+    env = os.environ.get("LURE_FAST_DECODED_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lure-fast" / "decoded"
+
+
+def _decode_chunk(args) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    paths, size, shape = args
+    out = np.zeros((len(paths), *shape), dtype=np.uint8)
+    ok = np.zeros(len(paths), dtype=bool)
+    mismatch = None
+    for k, p in enumerate(paths):
+        a = decode_image(p, size, shape[2])
         if a is None:
-            skipped, first_bad = skipped + 1, first_bad or path
             continue
-        if images and a.shape != images[0].shape:
-            raise DataError(f"{path}: image is {a.shape[1]}x{a.shape[0]} but {images[0].shape[1]}x"
-                            f"{images[0].shape[0]} before it; pass an image size to resize them all")
-        images.append(a)
-        labels.append(label)
-    if not images:
-        raise DataError(f"{root}: none of its {len(samples)} images could be decoded")
+        if a.shape != shape:
+            mismatch = mismatch or (p, a.shape)
+            continue
+        out[k], ok[k] = a, True
+    return out, ok, mismatch
+
+
+def _fingerprint(tag: str, size: int | None, samples: list[tuple[str, int]]) -> str:
+    h = hashlib.sha256(f"{tag} v1 {size}".encode())
+    for path, label in samples:
+        st = os.stat(path)
+        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str, cache: Path | None = None,
+                   tag: str = "imagefolder", workers: int | None = None, channels: int = 3) -> tuple[Split, int]:
+    """Decode ``(path, label)`` samples into a :class:`Split`, in worker processes, and cache the result
+    as ``.npz`` in ``cache`` keyed by the files' paths, sizes and times (``None``: no cache).
+    Unreadable files are skipped with a warning; returns the split and how many were skipped.
+    Without ``size`` every image must have the first one's shape."""
+    cached = cache / f"{tag}-{_fingerprint(tag, size, samples)}.npz" if cache else None
+    if cached is not None and cached.exists():
+        try:
+            with np.load(cached) as z:
+                return Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])), int(z["skipped"])
+        except Exception:  # truncated or foreign: decode again and overwrite
+            pass
+    first = next((a for a in (decode_image(p, size, channels) for p, _ in samples) if a is not None), None)
+    if first is None:
+        raise DataError(f"{where}: none of its {len(samples)} images could be decoded")
+    chunks = [([p for p, _ in samples[i:i + 512]], size, first.shape) for i in range(0, len(samples), 512)]
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers <= 1 or len(chunks) <= 1:
+        parts = [_decode_chunk(c) for c in chunks]
+    else:  # PIL decoding is CPU-bound and per file: one process per core
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("fork")) as pool:
+            parts = list(pool.map(_decode_chunk, chunks))
+    bad = next((m for _, _, m in parts if m is not None), None)
+    if bad is not None:
+        (h, w, _), (h2, w2, _) = first.shape, bad[1]
+        raise DataError(f"{bad[0]}: image is {w2}x{h2} but {w}x{h} before it; pass an image size "
+                        "(--image-size) to resize them all")
+    ok = np.concatenate([o for _, o, _ in parts])
+    images = np.concatenate([im for im, _, _ in parts])[ok]
+    labels = np.array([label for _, label in samples], dtype=np.int64)[ok]
+    skipped = int((~ok).sum())
     if skipped:
-        warnings.warn(f"{root}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=3)
-    return classes, _split(np.stack(images), np.array(labels)), skipped
+        first_bad = next(p for (p, _), good in zip(samples, ok) if not good)
+        warnings.warn(f"{where}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=3)
+    if cached is not None:
+        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, images=images, labels=labels, skipped=skipped)
+            os.replace(tmp, cached)
+        except OSError as e:  # the cache only saves time: go on without it
+            warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
+                          "the next run decodes them again", stacklevel=3)
+            tmp.unlink(missing_ok=True)
+    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)), skipped
 
 
-def read_imagefolder(path: str, size: int | None = None) -> Dataset:
-    """Unreadable or truncated images are skipped and counted (``meta['skipped']``) with a warning."""
-    classes, train, s1 = _read_imagefolder_split(os.path.join(path, "train"), None, size)
-    _, test, s2 = _read_imagefolder_split(os.path.join(path, "test"), classes, size)
+def read_imagefolder(path: str, size: int | None = None, cache_dir: str | os.PathLike | bool | None = None,
+                     workers: int | None = None) -> Dataset:
+    """Unreadable or truncated images are skipped and counted (``meta['skipped']``) with a warning.
+    Decoding runs on every core and is cached (see :func:`decode_samples`; ``cache_dir=False``: none)."""
+    cache = None if cache_dir is False else (Path(cache_dir) if cache_dir else decoded_cache_root())
+    classes, train_samples = list_imagefolder(os.path.join(path, "train"))
+    _, test_samples = list_imagefolder(os.path.join(path, "test"), classes)
+    tag = f"imagefolder-{os.path.basename(os.path.normpath(path))}"
+    train, s1 = decode_samples(train_samples, size, os.path.join(path, "train"), cache, tag + "-train", workers)
+    test, s2 = decode_samples(test_samples, size, os.path.join(path, "test"), cache, tag + "-test", workers)
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError(f"{path}: train images are {tuple(train.images.shape[1:])} but test images "
                         f"{tuple(test.images.shape[1:])}; pass an image size to resize both")

@@ -5,7 +5,7 @@ A run's settings resolve as: dataclass defaults (the paper) <- preset <- flags g
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .models import ARCHS
 from .stream import REPLAYS

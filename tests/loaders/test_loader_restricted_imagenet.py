@@ -64,7 +64,8 @@ def test_class_folders_map_to_their_superclass(tmp_path):
 def test_decoded_splits_are_cached_and_a_larger_size_can_be_kept(tmp_path, monkeypatch):
     root = write_tree(tmp_path / "in", first_wnids())
     first = rin.read_restricted_imagenet(str(root), cache_dir=tmp_path / "cache")
-    monkeypatch.setattr(rin, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    from lure_fast.loaders import sources
+    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
     again = rin.read_restricted_imagenet(str(root), cache_dir=tmp_path / "cache")
     assert np.array_equal(first.train.images, again.train.images)
     assert np.array_equal(first.test.labels, again.test.labels)
@@ -86,7 +87,7 @@ def test_a_full_tree_must_be_standard_imagenet(tmp_path):
     ("superclass-missing", "no class folder for superclass\\(es\\) fungus"),
     ("val-differs", "differ from train/'s"),
     ("empty-class", "class folder holds no images"),
-    ("all-unreadable", "none of its 14 Restricted ImageNet images could be decoded"),
+    ("all-unreadable", "none of its 14 images could be decoded"),
 ])
 def test_bad_trees_give_one_clear_error(tmp_path, case, pattern):
     wnids = first_wnids()

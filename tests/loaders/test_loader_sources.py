@@ -138,3 +138,21 @@ def test_dataset_name_and_path_must_agree(tmp_path):
         load_dataset("digits", str(tree(tmp_path)))
     with pytest.raises(DataError, match="expects 10 classes but"):
         load_dataset("cifar10", str(tmp_path))
+
+
+def test_imagefolder_decoding_is_cached_and_parallel_results_equal_serial(tmp_path, monkeypatch):
+    from PIL import Image
+    from lure_fast.loaders import sources
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 700), ("test", 20)):  # 700: more than one decode chunk
+        for c in ("a", "b"):
+            d = tmp_path / "ds" / split / c
+            d.mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
+    serial = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=False, workers=1)
+    first = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=tmp_path / "cache", workers=2)
+    assert torch.equal(serial.train.images, first.train.images) and torch.equal(serial.train.labels, first.train.labels)
+    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    again = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=tmp_path / "cache")
+    assert torch.equal(first.test.images, again.test.images) and torch.equal(first.test.labels, again.test.labels)
