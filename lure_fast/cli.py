@@ -56,7 +56,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto | cpu | cuda")
     g.add_argument("--loader", help="memory (default) | torch | ffcv")
     g.add_argument("--precision", help="auto (bf16 on CUDA) | fp32 | bf16")
-    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model")
+    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (full batches)")
+    g.add_argument("--compile-mode", help="default | reduce-overhead (CUDA graphs) | max-autotune | "
+                                          "max-autotune-no-cudagraphs")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0: mega-batch ends only)")
     g.add_argument("--out", help="output folder (default runs/<command>-<time>)")

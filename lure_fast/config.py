@@ -16,6 +16,7 @@ SCOPES = ("paper", "code")
 DEVICES = ("auto", "cpu", "cuda")
 LOADERS = ("memory", "torch", "ffcv")
 PRECISIONS = ("auto", "fp32", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -62,6 +63,7 @@ class RunConfig:
     loader: str = "memory"
     precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool = False
+    compile_mode: str = "default"       # torch.compile mode; reduce-overhead adds CUDA graphs
     eval_batch_size: int = 1024
     checkpoint_every: int = 1           # epochs between checkpoints; 0: mega-batch boundaries only
     preset: str | None = None
@@ -138,6 +140,7 @@ def validate(cfg: RunConfig) -> None:
     _choice("device", cfg.device, DEVICES)
     _choice("loader", cfg.loader, LOADERS)
     _choice("precision", cfg.precision, PRECISIONS)
+    _choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
     _range("reinit_fraction", cfg.reinit_fraction, 0, 1, lo_open=True, hi_open=True)
     _range("importance_fraction", cfg.importance_fraction, 0, 1, lo_open=True)
     _range("sp_lambda", cfg.sp_lambda, 0, 1)

@@ -32,13 +32,20 @@ class Trainer:
         self.optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                          weight_decay=cfg.weight_decay, fused=fused or None,
                                          foreach=None if fused else True)
-        self.forward = torch.compile(model) if cfg.compile else model
+        # compiled for full batches only: a partial last batch (its size changes with every mega-batch
+        # as replay grows) runs eagerly with the same parameters, so nothing recompiles mid-stream
+        self.compiled = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else None
         self.state = list(model.state_dict().values())  # parameters and buffers, in a fixed order
         self.best = [t.detach().clone() for t in self.state]
 
     def lr_at(self, epoch: int) -> float:
         """Step schedule of one mega-batch: lr * gamma^(milestones passed); restarts each mega-batch."""
         return self.cfg.lr * self.cfg.lr_gamma ** sum(epoch >= m for m in self.cfg.milestones())
+
+    def forward(self, x: torch.Tensor, full: int) -> torch.Tensor:
+        if self.compiled is not None and x.shape[0] == full:
+            return self.compiled(x)
+        return self.model(x)
 
     def _autocast(self):
         if self.amp is None:
@@ -57,7 +64,7 @@ class Trainer:
         for b, (x, y) in enumerate(loader.epoch(epoch_key)):
             fault("batch", *where, b)
             with self._autocast():
-                out = self.forward(x)
+                out = self.forward(x, self.cfg.batch_size)
                 loss = F.cross_entropy(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -74,7 +81,7 @@ class Trainer:
         counter = EvalCounter(self.device)
         for x, y in loader.epoch(0):
             with self._autocast():
-                counter.update(self.forward(x), y)
+                counter.update(self.forward(x, self.cfg.eval_batch_size), y)
         return counter.result()
 
     @torch.no_grad()
