@@ -9,6 +9,8 @@ launch over it instead of one per part.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
@@ -161,3 +163,20 @@ def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
                 raise ValueError(f"bounds must be >= 0 or None, got {b}")
         out.append(b)
     return out
+
+
+def contiguous_flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous 1-D tensor to read from (a copy only when ``t`` is not contiguous)."""
+    return t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
+
+
+@contextmanager
+def launch_target(t: torch.Tensor, read: bool = True):
+    """A contiguous tensor for a kernel to write; when ``t`` is not contiguous (e.g. channels-last), a
+    temporary copy (empty if ``read`` is False, as for pure outputs) that is copied back into ``t``."""
+    if t.is_contiguous():
+        yield t
+        return
+    target = t.contiguous() if read else torch.empty_like(t, memory_format=torch.contiguous_format)
+    yield target
+    t.copy_(target)

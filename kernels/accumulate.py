@@ -6,7 +6,7 @@ import torch
 
 from ._device import to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import adjacent_flat
+from ._layout import adjacent_flat, contiguous_flat, launch_target
 from .reference import accumulate_args, accumulate_reference_
 
 _MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
@@ -31,12 +31,9 @@ def _launch(acc: torch.Tensor, grad: torch.Tensor, mode: str) -> None:
     n = acc.numel()
     if n == 0:
         return
-    target = acc if acc.is_contiguous() else acc.contiguous()
-    grad = grad.reshape(-1)
-    grad = grad if grad.is_contiguous() else grad.contiguous()
-    _accumulate_kernel[(cdiv(n, BLOCK),)](target, grad, n, MODE=_MODE_CODE[mode], BLOCK=BLOCK, **launch_options())
-    if target is not acc:
-        acc.copy_(target)
+    with launch_target(acc) as target:
+        _accumulate_kernel[(cdiv(n, BLOCK),)](target, contiguous_flat(grad), n, MODE=_MODE_CODE[mode], BLOCK=BLOCK,
+                                              **launch_options())
 
 
 @torch.no_grad()

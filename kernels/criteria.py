@@ -7,7 +7,7 @@ import torch
 
 from ._device import counter_uniform, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts
+from ._layout import as_parts, contiguous_flat, launch_target
 from .reference import check_saliency_args, saliency_out, saliency_reference, saliency_result
 from .rng import kernel_keys
 
@@ -31,22 +31,16 @@ def _saliency_kernel(out_ptr, w_ptr, acc_ptr, n, index_base, k0, k1, KIND: tl.co
     tl.store(out_ptr + offs, value, mask=inb)
 
 
-def _contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.is_contiguous() else t.contiguous()
-
-
 def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int, keys) -> None:
     n = out.numel()
     if n == 0:
         return
-    target = out if out.is_contiguous() else torch.empty_like(out, memory_format=torch.contiguous_format)
-    w = _contiguous(w.reshape(-1))
-    acc = w if acc is None else _contiguous(acc.reshape(-1))  # unused pointer for magnitude/random
-    _saliency_kernel[(cdiv(n, BLOCK),)](
-        target, w, acc, n, index_base, *keys, KIND=_KIND_CODE[kind], BLOCK=BLOCK, **launch_options()
-    )
-    if target is not out:
-        out.copy_(target)
+    w = contiguous_flat(w)
+    acc = w if acc is None else contiguous_flat(acc)  # unused pointer for magnitude/random
+    with launch_target(out, read=False) as target:
+        _saliency_kernel[(cdiv(n, BLOCK),)](
+            target, w, acc, n, index_base, *keys, KIND=_KIND_CODE[kind], BLOCK=BLOCK, **launch_options()
+        )
 
 
 @torch.no_grad()

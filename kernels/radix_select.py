@@ -13,7 +13,7 @@ import torch
 
 from ._device import order_key
 from ._dispatch import cdiv, interpreting, jit, launch_options, tl, use_triton
-from ._layout import TensorOrSeq, adjacent_flat, same_dtype, tensor_list
+from ._layout import TensorOrSeq, adjacent_flat, contiguous_flat, same_dtype, tensor_list
 from .reference import check_k, kth_smallest_reference
 
 KEY_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
@@ -157,4 +157,4 @@ def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
     flat = adjacent_flat(parts)
     if flat is not None:
         return radix_select([flat], k)
-    return radix_select([t.reshape(-1) if t.is_contiguous() else t.contiguous().view(-1) for t in parts], k)
+    return radix_select([contiguous_flat(t) for t in parts], k)

@@ -10,6 +10,7 @@ import torch
 
 from ._device import counter_uniform as _counter_uniform_device, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
+from ._layout import launch_target
 from .reference import counter_uniform_reference, seed_keys, uniform_reference_
 
 
@@ -42,12 +43,10 @@ def uniform_(x: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
         return uniform_reference_(x, seed, offset)
     if x.numel() == 0:
         return x
-    target = x if x.is_contiguous() else torch.empty_like(x, memory_format=torch.contiguous_format)
     k0, k1 = kernel_keys(seed)
     n = x.numel()
-    _uniform_kernel[(cdiv(n, BLOCK),)](target, n, offset, k0, k1, BLOCK=BLOCK, **launch_options())
-    if target is not x:
-        x.copy_(target)
+    with launch_target(x, read=False) as target:
+        _uniform_kernel[(cdiv(n, BLOCK),)](target, n, offset, k0, k1, BLOCK=BLOCK, **launch_options())
     return x
 
 

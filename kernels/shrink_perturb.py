@@ -7,7 +7,7 @@ import torch
 
 from ._device import block_span, counter_uniform, round_to, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, check_bounds
+from ._layout import as_parts, check_bounds, launch_target
 from ._segments import block_table
 from .reference import f32, shrink_perturb_reference_
 from .rng import kernel_keys
@@ -55,11 +55,9 @@ def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segm
         n = w.numel()
         if n == 0:
             continue
-        target = w if w.is_contiguous() else w.contiguous()
-        _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
-            target, target, target, n, offset, f32(1.0 if bound is None else bound), lam, sigma, k0, k1,
-            USE_TABLE=False, **options,
-        )
-        if target is not w:
-            w.copy_(target)
+        with launch_target(w) as target:
+            _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
+                target, target, target, n, offset, f32(1.0 if bound is None else bound), lam, sigma, k0, k1,
+                USE_TABLE=False, **options,
+            )
     return None

@@ -12,7 +12,7 @@ import torch
 
 from ._device import block_span, counter_uniform, order_key, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, check_bounds, like_parts
+from ._layout import as_parts, check_bounds, contiguous_flat, launch_target, like_parts
 from ._segments import block_table
 from .reference import f32, unlearn_count, unlearn_reference_
 from .rng import kernel_keys
@@ -45,10 +45,6 @@ def _unlearn_kernel(
     fresh = (u * 2.0 - 1.0) * b
     tl.store(w_ptr + offs, round_to(fresh, w_ptr.dtype.element_ty), mask=reset)
     tl.atomic_add(count_ptr, tl.sum(reset.to(tl.int64), 0), sem="relaxed")
-
-
-def _contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t.is_contiguous() else t.contiguous()
 
 
 @torch.no_grad()
@@ -86,7 +82,7 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
     if s_dtype not in KEY_BITS or any(v.dtype != s_dtype for v in sal.views):
         raise ValueError(f"saliency must be one of {list(KEY_BITS)} (one dtype), got {s_dtype}")
     device = parts.views[0].device
-    s_parts = [sal.flat] if sal.flat is not None else [_contiguous(v.reshape(-1)) for v in sal.views]
+    s_parts = [sal.flat] if sal.flat is not None else [contiguous_flat(v) for v in sal.views]
     threshold = radix_select([p for p in s_parts if p.numel() > 0], k)
     count = torch.zeros(1, dtype=torch.int64, device=device)
     k0, k1 = kernel_keys(seed)
@@ -102,12 +98,10 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
         for w, s, bound, offset in zip(parts.views, sal.views, bounds, parts.offsets):
             if bound is None or w.numel() == 0:
                 continue
-            target = _contiguous(w)
             n = w.numel()
-            _unlearn_kernel[(cdiv(n, BLOCK),)](
-                target, _contiguous(s.reshape(-1)), count, count, threshold, count, n, offset, f32(bound), k0, k1,
-                USE_TABLE=False, **options,
-            )
-            if target is not w:
-                w.copy_(target)
+            with launch_target(w) as target:
+                _unlearn_kernel[(cdiv(n, BLOCK),)](
+                    target, contiguous_flat(s), count, count, threshold, count, n, offset, f32(bound), k0, k1,
+                    USE_TABLE=False, **options,
+                )
     return int(count.item())

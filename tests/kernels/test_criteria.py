@@ -96,3 +96,15 @@ def test_allocates_only_the_output_on_gpu(compiled_cuda):
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
     assert extra <= out.numel() * 4 + (1 << 20)
+
+
+def test_channels_last_params_give_the_reference_saliency(device, assert_bitwise_equal):
+    import torch
+    from lure_fast.kernels import saliency, saliency_reference
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 5, 3, 3, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    acc = torch.randn(6, 5, 3, 3, generator=g).to(device).contiguous(memory_format=torch.channels_last)
+    for kind in ("snip", "magnitude", "random"):
+        out = saliency(kind, [w], acc=[acc] if kind == "snip" else None, seed=3)
+        ref = saliency_reference(kind, [w.contiguous()], acc=[acc.contiguous()] if kind == "snip" else None, seed=3)
+        assert_bitwise_equal(out[0], ref[0])
