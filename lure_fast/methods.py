@@ -62,7 +62,10 @@ def importance(model: nn.Module, params: list[torch.Tensor], cfg, loader, seed: 
     if cfg.importance in ("magnitude", "random"):
         return K.saliency(cfg.importance, params, seed=seed)
     mode = "square" if cfg.importance == "fim" else ("sum" if cfg.importance_batches == "paper" else "abs")
-    acc = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+    # one contiguous fp32 buffer, viewed per parameter: no layout copies of the accumulators
+    # (parameters are channels-last on CUDA) and a single buffer for the kernels
+    flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32, device=params[0].device)
+    acc = [a.view(p.shape) for a, p in zip(flat.split([p.numel() for p in params]), params)]
     was_training = model.training
     model.eval()
     for x, y in loader.epoch(0):
