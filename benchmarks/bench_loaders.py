@@ -27,7 +27,7 @@ import torch
 from lure_fast.loaders import load_dataset, make_backend
 
 REPO = Path(__file__).resolve().parents[1]
-CIFAR_JPEG = REPO / ".." / "shared" / "data" / "cifar10-jpeg"
+CIFAR_JPEG = Path(os.environ.get("LURE_FAST_CIFAR") or REPO / ".." / "shared" / "data" / "cifar10-jpeg")
 RESULTS_DIR = REPO / "benchmarks" / "results"
 EPOCH_IMAGES = 25_000  # about a CIFAR-10 t=8 full-replay mega-batch 4 (22,500)
 BATCHES = (512, 64)

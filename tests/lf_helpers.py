@@ -6,7 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
-CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg"
+CIFAR_JPEG = (Path(os.environ["LURE_FAST_CIFAR"]) if os.environ.get("LURE_FAST_CIFAR")  # e.g. on the GPU machine
+              else SHARED / "data" / "cifar10-jpeg")
 
 
 def run_cli(*args: str, env: dict | None = None, cwd=None, timeout=600) -> subprocess.CompletedProcess:

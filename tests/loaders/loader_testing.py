@@ -7,6 +7,7 @@ exactly which flip and shift an augmentation applied.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from lure_fast.loaders import Dataset, Split
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
-CIFAR_JPEG = SHARED / "data" / "cifar10-jpeg"
+CIFAR_JPEG = Path(os.environ["LURE_FAST_CIFAR"]) if os.environ.get("LURE_FAST_CIFAR") else SHARED / "data" / "cifar10-jpeg"
 
 
 def ffcv_importable() -> bool:
