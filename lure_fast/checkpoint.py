@@ -7,12 +7,14 @@ and the one before it is used. Only the newest ``keep`` checkpoints are kept.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import io
 import os
 import re
 import struct
+import threading
 
 import torch
 
@@ -64,20 +66,57 @@ def atomic_write(path: str, data: bytes, crash_point: tuple | None = None) -> No
         raise RunError(f"cannot write {path}: {_describe(e)}; {hint} (files already written are intact)") from None
 
 
+def snapshot(obj):
+    """A copy of ``obj`` (nested dicts, lists, tuples) whose tensors are detached CPU copies: what a
+    checkpoint holds must not change while training goes on."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(snapshot(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
 class Checkpointer:
+    """Writes checkpoints in a background thread, one at a time: ``save`` takes a snapshot (a device to
+    host copy) and returns; serialising, hashing and writing overlap the next epoch. A failed write is
+    raised by the next ``save`` or by ``wait``."""
+
     def __init__(self, folder: str, keep: int = 2):
         self.folder, self.keep, self.writes = folder, keep, 0
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def save(self, state: dict, megabatch: int, epoch: int) -> str:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        payload = buf.getvalue()
-        header = HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
-        path = os.path.join(self.folder, checkpoint_name(megabatch, epoch))
+        self.wait()
         self.writes += 1
-        atomic_write(path, header + payload, crash_point=("checkpoint_write", self.writes))
-        self.prune()
+        path = os.path.join(self.folder, checkpoint_name(megabatch, epoch))
+        # not a daemon: an interpreter that exits normally finishes the write first
+        self._thread = threading.Thread(target=self._write, args=(snapshot(state), path, self.writes),
+                                        name="lure-fast-checkpoint")
+        self._thread.start()
         return path
+
+    def _write(self, state: dict, path: str, n: int) -> None:
+        try:
+            buf = io.BytesIO()
+            torch.save(state, buf)
+            payload = buf.getvalue()
+            header = HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
+            atomic_write(path, header + payload, crash_point=("checkpoint_write", n))
+            self.prune()
+        except BaseException as e:  # handed to the training thread by wait()
+            self._error = e
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Block until the write in flight is on disk; raise its error (if ``raise_error``)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_error:
+            raise error
 
     def list(self) -> list[str]:
         """Checkpoint files, oldest first."""

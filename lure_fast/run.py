@@ -195,7 +195,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
     def save(mb: int, epoch: int, with_best: bool, elapsed: float):
         ckpts.save({"version": 1, "config": cfg.to_dict(), "megabatch": mb, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
-                    "best_state": [b.cpu() for b in trainer.best] if with_best else None,
+                    "best_state": trainer.best if with_best else None,
                     "best": dict(best), "results": results, "mb_elapsed": elapsed, "rng": _rng_state()},
                    mb, epoch)
 
@@ -246,8 +246,12 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                      f"errors {record['test_errors']}  gap {record['gen_gap']:.2f}  {record['seconds']:.1f}s")
             if i < cfg.megabatches:
                 save(i + 1, 0, False, 0.0)
+    except BaseException:
+        ckpts.wait(raise_error=False)  # let the last checkpoint land; the first error is the one to report
+        raise
     finally:
         bar.close()
+    ckpts.wait()
 
     out_results = {"config": cfg.to_dict(), "device": _device_name(device),
                    "dataset": {"name": dataset.name, "layout": dataset.layout, "train": len(dataset.train),
