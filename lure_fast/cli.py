@@ -124,6 +124,8 @@ def cmd_compare(args) -> int:
     cfgs = {m: C.resolve({**base, "method": m}) for m in methods}  # validate all before any compute
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise C.ConfigError(f"--threads {args.threads}: must be at least 1")
     out = args.out or default_out("compare")
     prepare_out(out, args.resume, args.overwrite)
 

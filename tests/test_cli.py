@@ -134,3 +134,11 @@ def test_compare_jobs_runs_methods_concurrently_with_the_same_results(tmp_path, 
     for m in ("bl", "lure"):
         a, b = (json.loads((tmp_path / d / m / "results.json").read_text()) for d in ("seq", "par"))
         assert strip(a) == strip(b)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_compare_refuses_a_thread_count_below_one(tmp_path, capsys, jobs):
+    assert main(["compare", "--methods", "bl", *TINY, "--jobs", jobs, "--threads", "0",
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "--threads 0: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
