@@ -47,6 +47,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, help="training batch size (paper 64)")
     g.add_argument("--lr", type=float, help="learning rate, reset every mega-batch (0.1)")
     g.add_argument("--lr-milestones", type=_csv_ints, help="epochs where lr is multiplied by gamma (default 40%%,80%%)")
+    g.add_argument("--warmup-epochs", type=float,
+                   help="linear lr warm-up over the first N epochs of every mega-batch (paper 0, fast preset 5)")
     g.add_argument("--weight-decay", type=float)
     g.add_argument("--momentum", type=float)
     g.add_argument("--no-augment", dest="augment", action="store_const", const=False)
@@ -56,9 +58,11 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto | cpu | cuda")
     g.add_argument("--loader", help="memory (default) | torch | ffcv")
     g.add_argument("--precision", help="auto (bf16 on CUDA) | fp32 | bf16")
-    g.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (full batches)")
-    g.add_argument("--compile-mode", help="default | reduce-overhead (CUDA graphs) | max-autotune | "
-                                          "max-autotune-no-cudagraphs")
+    g.add_argument("--compile", action="store_const", const=True,
+                   help="torch.compile the model for full batches (default: on CUDA only)")
+    g.add_argument("--no-compile", dest="compile", action="store_const", const=False, help="never compile")
+    g.add_argument("--compile-mode", help="auto (reduce-overhead on CUDA) | default | reduce-overhead (CUDA graphs) "
+                                          "| max-autotune | max-autotune-no-cudagraphs")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0: mega-batch ends only)")
     g.add_argument("--out", help="output folder (default runs/<command>-<time>)")

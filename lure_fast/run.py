@@ -214,7 +214,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
             if first_epoch == 0:
                 best = {"val": -1.0, "train": 0.0, "epoch": -1}
             for epoch in range(first_epoch, cfg.epochs):
-                stats = trainer.train_epoch(train_ld, (i - 1) * cfg.epochs + epoch, trainer.lr_at(epoch), (i, epoch))
+                stats = trainer.train_epoch(train_ld, (i - 1) * cfg.epochs + epoch, epoch, (i, epoch))
                 if not np.isfinite(stats["loss"]):
                     raise RunError(f"the loss became {stats['loss']} in mega-batch {i}, epoch {epoch + 1}; "
                                    f"lower --lr (now {cfg.lr}) or check the data; the last good checkpoint "
@@ -272,6 +272,8 @@ def _device_name(device: torch.device) -> str:
 
 
 def _check_same(cfg, saved: dict, out: str) -> None:
+    defaults = C.RunConfig().to_dict()  # a setting added since the run was saved had its default then
+    saved = {**{k: v for k, v in defaults.items() if k not in ("lr_milestones",)}, **saved}
     differing = [k for k in C.diff(cfg.to_dict(), saved) if k != "preset"]
     if differing:
         pairs = ", ".join(f"{k} (now {cfg.to_dict().get(k)!r}, was {saved.get(k)!r})" for k in differing)

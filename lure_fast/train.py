@@ -1,5 +1,6 @@
 """Training on one mega-batch (SPEC §2): SGD with momentum, a step schedule restarted at every
-mega-batch, validation after every epoch and the best-validation model kept as a device-side copy.
+mega-batch (with an optional linear warm-up, ``warmup_epochs``), validation after every epoch and the
+best-validation model kept as a device-side copy.
 
 The step keeps everything on the device: loss and accuracy accumulate in tensors and are read once
 per epoch, so nothing inside an epoch waits for the host.
@@ -34,13 +35,22 @@ class Trainer:
                                          foreach=None if fused else True)
         # compiled for full batches only: a partial last batch (its size changes with every mega-batch
         # as replay grows) runs eagerly with the same parameters, so nothing recompiles mid-stream
-        self.compiled = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else None
+        self.compiled = None
+        if cfg.compiled_on(device.type):
+            self.compiled = torch.compile(model, mode=cfg.compile_mode_on(device.type))
         self.state = list(model.state_dict().values())  # parameters and buffers, in a fixed order
         self.best = [t.detach().clone() for t in self.state]
 
-    def lr_at(self, epoch: int) -> float:
-        """Step schedule of one mega-batch: lr * gamma^(milestones passed); restarts each mega-batch."""
-        return self.cfg.lr * self.cfg.lr_gamma ** sum(epoch >= m for m in self.cfg.milestones())
+    def lr_at(self, epoch: int, done: float = 1.0) -> float:
+        """The learning rate of a step of mega-batch epoch ``epoch`` (0-based) after which ``done`` of the
+        epoch is complete (0 < done <= 1): lr * gamma^(milestones passed), times min(1, (epoch + done) /
+        warmup_epochs) while warming up. Restarts each mega-batch."""
+        lr = self.cfg.lr * self.cfg.lr_gamma ** sum(epoch >= m for m in self.cfg.milestones())
+        w = self.cfg.warmup_epochs
+        return lr * min(1.0, (epoch + done) / w) if w > 0 else lr
+
+    def warming_up(self, epoch: int) -> bool:
+        return epoch < self.cfg.warmup_epochs
 
     def forward(self, x: torch.Tensor, full: int) -> torch.Tensor:
         if self.compiled is not None and x.shape[0] == full:
@@ -52,17 +62,26 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp)
 
-    def train_epoch(self, loader, epoch_key: int, lr: float, where: tuple[int, int] = (0, 0)) -> dict:
-        """One pass over ``loader.epoch(epoch_key)`` at learning rate ``lr``; returns the mean loss and
-        the running accuracy (in percent, with augmentation) of the pass."""
+    def _set_lr(self, lr: float) -> None:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
+
+    def train_epoch(self, loader, epoch_key: int, epoch: int, where: tuple[int, int] = (0, 0)) -> dict:
+        """One pass over ``loader.epoch(epoch_key)`` as epoch ``epoch`` (0-based) of a mega-batch's
+        schedule (``lr_at``; during warm-up the rate changes every step, a plain float in the optimizer,
+        so nothing recompiles); returns the mean loss and the running accuracy (in percent, with
+        augmentation) of the pass."""
+        warm = self.warming_up(epoch)
+        steps = max(len(loader), 1)
+        self._set_lr(self.lr_at(epoch))
         self.model.train()
         loss_sum = torch.zeros((), dtype=torch.float32, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         n = 0
         for b, (x, y) in enumerate(loader.epoch(epoch_key)):
             fault("batch", *where, b)
+            if warm:
+                self._set_lr(self.lr_at(epoch, (b + 1) / steps))
             with self._autocast():
                 out = self.forward(x, self.cfg.batch_size)
                 loss = F.cross_entropy(out, y)
