@@ -2,10 +2,13 @@
 # Run HERE, on a machine with ../shared beside the checkout: fills the git-ignored folder .carry/ with
 # what a GPU session needs besides the working tree (which travels by itself), and prints the carry list.
 #
-#   .carry/cifar10-jpeg.npz      the real CIFAR-10 JPEG copy packed in one file (54 MiB)
+#   .carry/cifar10-jpeg.npz      the real CIFAR-10 JPEG copy packed in one file: the shared 54 MiB npz
+#                                rewritten compressed (scripts/repack_npz.py: same arrays, JPEG bytes
+#                                unchanged, checked equal after writing; about 18 MiB)
 #   .carry/pack_imagefolder.py   unpacks it into an ImageFolder tree
-#   .carry/ffcv-*-cp312-*.whl    the FFCV wheel, only if everything still fits (the memory backend,
-#                                which every GPU benchmark uses, needs no FFCV)
+#   .carry/ffcv-*-cp312-*.whl    the FFCV wheel (9.3 MiB, OpenCV and libjpeg-turbo vendored), only if
+#                                everything still fits: benchmarks/bench_loaders.py measures it, --loader
+#                                ffcv uses it; the memory backend (every other GPU benchmark) needs none
 #
 # The working tree that travels (tracked + untracked-not-ignored files + carried folders) must stay under
 # 64 MiB; this keeps it under LIMIT_MIB (default 62). Then, there: bash scripts/gpu_session.sh
@@ -21,9 +24,15 @@ for f in "$NPZ" "$TOOL"; do
 done
 git check-ignore -q .carry/x || { echo "gpu_bundle: .carry/ is not git-ignored; add /.carry/ to .gitignore" >&2; exit 1; }
 
+PY=${PYTHON:-.venv/bin/python}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+
 rm -rf .carry
 mkdir .carry
-cp "$NPZ" "$TOOL" .carry/
+cp "$TOOL" .carry/
+# the shared npz is stored without compression; deflated it takes a third of the room (repack_npz.py
+# compares every array with the original after writing and exits non-zero on any difference)
+"$PY" scripts/repack_npz.py "$NPZ" .carry/cifar10-jpeg.npz || { echo "gpu_bundle: repacking $NPZ failed" >&2; exit 1; }
 
 sum_bytes() { awk '{s += $1} END {print s + 0}'; }
 # tracked and untracked-not-ignored files (deleted tracked files are skipped by stat)
@@ -40,14 +49,15 @@ if [ -n "$wheel" ]; then
     if [ $((tree + inner_shared + carry + w)) -le "$limit" ]; then
         cp "$wheel" .carry/
         carry=$((carry + w))
-        echo "gpu_bundle: FFCV wheel carried ($(mib "$w")); its pure-Python needs (terminaltables, fastargs,"
-        echo "            assertpy, pytorch_pfn_extras) are not on the GPU image: carry them too for --loader ffcv"
+        echo "gpu_bundle: FFCV wheel carried ($(mib "$w")); installed there with --no-deps: its declared needs"
+        echo "            terminaltables, fastargs, assertpy, pytorch_pfn_extras serve only its own benchmarks and"
+        echo "            NormalizeImage (scripts/install_ffcv.sh); numba and cv2 are on the GPU image"
     else
         echo "gpu_bundle: FFCV wheel left out: $(mib "$w") more would make $(mib $((tree + inner_shared + carry + w)))," \
-             "over the ${LIMIT_MIB} MiB budget; the GPU benchmarks use the memory backend and need no FFCV"
+             "over the ${LIMIT_MIB} MiB budget; bench_loaders will skip ffcv, the rest needs none"
     fi
 else
-    echo "gpu_bundle: no cp312 FFCV wheel in .whl/ (scripts/install_ffcv.sh downloads one); not needed for the GPU benchmarks"
+    echo "gpu_bundle: no cp312 FFCV wheel in .whl/; bench_loaders will skip ffcv there, the rest needs none"
 fi
 
 total=$((tree + inner_shared + carry))
