@@ -8,6 +8,12 @@ its compile, and reuse through ``set_indices``).
 Runs on the CUDA device when there is one (batches land on it), else on the CPU. Writes
 ``benchmarks/results/loaders-<host-kind>.{json,md}`` with the device description and the ratios to the
 torch baseline. Measures; never asserts a speed.
+
+Where the training-loop benchmark has written ``benchmarks/results/train-<host-kind>.json`` for the same
+device (``benchmarks/bench_train.py``; on a GPU both name the file by the device's slug), the report also
+checks that the loader keeps up: at each batch size, every backend's images/s over the training step's,
+the fastest of the product's variants (eager-bf16-cl, compiled, compiled-cudagraphs) in that file; the
+issue asks for at least ``LOADER_HEADROOM`` (2) on the GPU machine.
 """
 from __future__ import annotations
 
@@ -36,6 +42,9 @@ BACKENDS = ("ffcv", "torch", "memory")
 # with other work on a small machine), so it is also measured with one thread
 THROUGHPUT = ("ffcv", "torch", "memory", "memory-1-thread")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# the training loop's variants the product runs (benchmarks/bench_train.py; not the authors' baseline)
+PRODUCT_VARIANTS = ("eager-bf16-cl", "compiled", "compiled-cudagraphs")
+LOADER_HEADROOM = 2.0  # loader images/s at least twice what the training step consumes
 CORES = len(os.sched_getaffinity(0))
 
 pytestmark = pytest.mark.skipif(not CIFAR_JPEG.is_dir(), reason=f"shared CIFAR-10 JPEG copy not found at {CIFAR_JPEG}")
@@ -196,6 +205,75 @@ def test_beton_write_and_open(benchmark, cifar):
         record(benchmark, "build", "ffcv/write-train-beton", backend="ffcv", how="write")
 
 
+def fastest_training(train_doc: dict) -> dict[int, dict]:
+    """Batch size -> the fastest of ``PRODUCT_VARIANTS`` in a ``train-*.json`` of bench_train.py
+    (``{"variant", "images_per_s"}``); batch sizes without a product variant are left out."""
+    best: dict[int, dict] = {}
+    for run in train_doc.get("runs", []):
+        if run.get("variant") not in PRODUCT_VARIANTS or not run.get("images_per_s"):
+            continue
+        b = int(run["batch_size"])
+        if b not in best or run["images_per_s"] > best[b]["images_per_s"]:
+            best[b] = {"variant": run["variant"], "images_per_s": float(run["images_per_s"])}
+    return best
+
+
+def loader_vs_training(throughput: dict, train_doc: dict | None, source: str) -> dict:
+    """Each measured loader (``RESULTS["throughput"]`` rows) against the training step at its batch size.
+
+    ``train_doc``: the training-loop results (None when ``source`` does not exist). Returns ``source``, a
+    ``note`` and ``rows`` of backend, batch, loader and training images/s, the training variant, ``ratio``
+    (loader / training, None without a training figure at that batch) and ``meets`` (ratio >= headroom)."""
+    out = {"source": source, "needed_ratio": LOADER_HEADROOM, "rows": []}
+    if train_doc is None:
+        out["note"] = (f"no training-loop results for this device ({source} does not exist): run "
+                       "benchmarks/bench_train.py here first to check the loaders against the training step")
+        return out
+    best = fastest_training(train_doc)
+    out.update(training_device=train_doc.get("device"), training_measured=train_doc.get("measured"),
+               training_torch=train_doc.get("torch"),
+               training={str(b): v for b, v in sorted(best.items())})
+    order = {name: i for i, name in enumerate(THROUGHPUT)}
+    for row in sorted(throughput.values(), key=lambda r: (-r["batch"], order.get(r["backend"], len(order)))):
+        t = best.get(int(row["batch"]))
+        ratio = row["images_per_s"] / t["images_per_s"] if t else None
+        out["rows"].append({"backend": row["backend"], "batch": row["batch"],
+                            "loader_images_per_s": row["images_per_s"],
+                            "training_variant": t["variant"] if t else None,
+                            "training_images_per_s": t["images_per_s"] if t else None,
+                            "ratio": ratio, "meets": None if ratio is None else ratio >= LOADER_HEADROOM})
+    missing = sorted({r["batch"] for r in out["rows"] if r["ratio"] is None})
+    out["note"] = (f"training figures from {source} (device {train_doc.get('device')}, measured "
+                   f"{train_doc.get('measured', '?')}, torch {train_doc.get('torch', '?')}): at each batch size the "
+                   f"fastest of {', '.join(PRODUCT_VARIANTS)}" +
+                   (f"; none at batch {', '.join(map(str, missing))}" if missing else ""))
+    return out
+
+
+def loader_vs_training_markdown(check: dict) -> list[str]:
+    lines = ["", f"Loader against the training step (the issue asks for at least {check['needed_ratio']:g} x the "
+                 "images/s the training step consumes on the GPU machine): " + check["note"] + "."]
+    if not check["rows"]:
+        return lines
+    lines += ["", "| backend | batch | loader images/s | training variant | training images/s | loader / training "
+                  f"| >= {check['needed_ratio']:g} |", "|---|---:|---:|---|---:|---:|---|"]
+    for r in check["rows"]:
+        if r["ratio"] is None:
+            lines.append(f"| {r['backend']} | {r['batch']} | {r['loader_images_per_s']:,.0f} | - | - | - | - |")
+        else:
+            lines.append(f"| {r['backend']} | {r['batch']} | {r['loader_images_per_s']:,.0f} | {r['training_variant']} "
+                         f"| {r['training_images_per_s']:,.0f} | {r['ratio']:.2f} | {'yes' if r['meets'] else 'NO'} |")
+    return lines
+
+
+def training_results(kind: str) -> tuple[dict | None, str]:
+    """The training-loop results file of this device (bench_train.py's ``train-<slug>.json``) and its path
+    relative to the repository; None when there is none."""
+    path = RESULTS_DIR / f"train-{kind}.json"
+    rel = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+    return (json.loads(path.read_text()) if path.is_file() else None), rel
+
+
 def write_results() -> None:
     tp, build = RESULTS["throughput"], RESULTS["build"]
     for row in tp.values():
@@ -207,7 +285,8 @@ def write_results() -> None:
                        f"batches on {DEVICE}; median of 3 epochs after one unmeasured epoch",
            "baseline": f"torch backend (DataLoader, {CORES} workers, per-sample CPU transforms)",
            "device": device_description(), "load_average_1min": RESULTS["load_average"],
-           "throughput": tp, "loader_build": build}
+           "throughput": tp, "loader_build": build,
+           "loader_vs_training": loader_vs_training(tp, *training_results(host_kind()))}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stem = RESULTS_DIR / f"loaders-{host_kind()}"
     stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
@@ -235,4 +314,5 @@ def write_results() -> None:
     if "ffcv/write-train-beton" in build:
         lines += ["", f"Writing the 50,000-image train .beton (raw, {CORES} writer processes) into an empty cache: "
                       f"{build['ffcv/write-train-beton']['median_s']:.1f} s."]
+    lines += loader_vs_training_markdown(doc["loader_vs_training"])
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

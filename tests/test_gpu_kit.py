@@ -1,7 +1,9 @@
 """The GPU session kit without a GPU: the compressed repack of the packed CIFAR-10 copy gives back the same
-files, byte for byte. Nothing is timed."""
+files, byte for byte; the loader benchmark's check against the training step.
+Nothing is timed."""
 import importlib.util
 import io
+import json
 import subprocess
 import sys
 import zipfile
@@ -114,6 +116,79 @@ def test_repack_main_writes_a_checked_copy(tmp_path, capsys):
     assert (tmp_path / "dst.npz").stat().st_size < Path(src).stat().st_size
     assert repack_npz.main([src, src]) == 1  # never over its own source
     assert repack_npz.main([src]) == 2
+
+
+# ----------------------------------------------------------------------------- bench_loaders.py's check
+
+
+@pytest.fixture(scope="module")
+def bench_loaders():
+    return _load("lure_fast_bench_loaders", REPO / "benchmarks" / "bench_loaders.py")
+
+
+TRAIN_DOC = {"device": "NVIDIA H100 80GB HBM3", "torch": "2.11.0", "measured": "2026-11-21", "runs": [
+    {"variant": "authors-fp32", "batch_size": 64, "images_per_s": 90_000.0},  # not the product's: ignored
+    {"variant": "eager-bf16-cl", "batch_size": 64, "images_per_s": 10_000.0},
+    {"variant": "compiled", "batch_size": 64, "images_per_s": 14_000.0},
+    {"variant": "compiled-cudagraphs", "batch_size": 64, "images_per_s": 20_000.0},
+    {"variant": "eager-bf16-cl", "batch_size": 512, "images_per_s": 30_000.0},
+    {"variant": "compiled", "batch_size": 512, "images_per_s": 25_000.0},
+]}
+THROUGHPUT = {
+    "torch/512": {"backend": "torch", "batch": 512, "images_per_s": 45_000.0},
+    "memory/512": {"backend": "memory", "batch": 512, "images_per_s": 600_000.0},
+    "memory/64": {"backend": "memory", "batch": 64, "images_per_s": 100_000.0},
+    "ffcv/64": {"backend": "ffcv", "batch": 64, "images_per_s": 39_000.0},
+    "memory/256": {"backend": "memory", "batch": 256, "images_per_s": 1.0},  # no training figure at 256
+}
+
+
+def test_fastest_training_variant_per_batch(bench_loaders):
+    assert bench_loaders.fastest_training(TRAIN_DOC) == {
+        64: {"variant": "compiled-cudagraphs", "images_per_s": 20_000.0},
+        512: {"variant": "eager-bf16-cl", "images_per_s": 30_000.0}}
+
+
+def test_loader_over_training_ratios(bench_loaders):
+    check = bench_loaders.loader_vs_training(THROUGHPUT, TRAIN_DOC, "benchmarks/results/train-x.json")
+    rows = {(r["backend"], r["batch"]): r for r in check["rows"]}
+    assert rows["memory", 512]["ratio"] == pytest.approx(20.0) and rows["memory", 512]["meets"] is True
+    assert rows["torch", 512]["ratio"] == pytest.approx(1.5) and rows["torch", 512]["meets"] is False
+    assert rows["torch", 512]["training_variant"] == "eager-bf16-cl"
+    assert rows["ffcv", 64]["ratio"] == pytest.approx(1.95) and rows["ffcv", 64]["meets"] is False
+    assert rows["memory", 64]["training_variant"] == "compiled-cudagraphs" and rows["memory", 64]["meets"] is True
+    assert rows["memory", 256]["ratio"] is None and rows["memory", 256]["meets"] is None
+    assert [r["batch"] for r in check["rows"]] == [512, 512, 256, 64, 64]  # largest batch first
+    assert "train-x.json" in check["note"] and "none at batch 256" in check["note"]
+    md = "\n".join(bench_loaders.loader_vs_training_markdown(check))
+    assert "| torch | 512 | 45,000 | eager-bf16-cl | 30,000 | 1.50 | NO |" in md
+    assert "| memory | 512 | 600,000 | eager-bf16-cl | 30,000 | 20.00 | yes |" in md
+    assert "| memory | 256 | 1 | - | - | - | - |" in md
+
+
+def test_loader_check_without_a_training_file(bench_loaders, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_loaders, "RESULTS_DIR", tmp_path)
+    doc, source = bench_loaders.training_results("nvidia-h100-80gb-hbm3")
+    assert doc is None and source.endswith("train-nvidia-h100-80gb-hbm3.json")
+    check = bench_loaders.loader_vs_training(THROUGHPUT, doc, source)
+    assert check["rows"] == [] and "does not exist" in check["note"]
+    assert "does not exist" in "\n".join(bench_loaders.loader_vs_training_markdown(check))
+
+
+def test_write_results_reads_the_training_file_of_the_device(bench_loaders, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_loaders, "RESULTS_DIR", tmp_path)
+    monkeypatch.setattr(bench_loaders, "RESULTS", {"throughput": json.loads(json.dumps(THROUGHPUT)), "build": {},
+                                                   "load_average": {"start": 0.5, "end": 0.7}})
+    for row in bench_loaders.RESULTS["throughput"].values():
+        row["torch_threads"] = 1
+    kind = bench_loaders.host_kind()
+    (tmp_path / f"train-{kind}.json").write_text(json.dumps(TRAIN_DOC))
+    bench_loaders.write_results()
+    doc = json.loads((tmp_path / f"loaders-{kind}.json").read_text())
+    assert doc["loader_vs_training"]["source"].endswith(f"train-{kind}.json")
+    assert len(doc["loader_vs_training"]["rows"]) == len(THROUGHPUT)
+    md = (tmp_path / f"loaders-{kind}.md").read_text()
+    assert "Loader against the training step" in md and "| memory | 64 | 100,000 | compiled-cudagraphs |" in md
 
 
 # ----------------------------------------------------------------------------- the shell scripts
