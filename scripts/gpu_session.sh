@@ -1,27 +1,67 @@
 #!/usr/bin/env bash
 # Run THERE, on the GPU machine, from the repo root, with .carry/ carried (scripts/gpu_bundle.sh fills it
-# here). Installs nothing but lure-fast itself (no dependencies, offline) and any carried wheels, then runs
-# the GPU work in order; every step logs into $OUT and can be skipped:
+# here). Installs nothing but lure-fast itself (no dependencies, offline) and the carried wheels made for
+# that interpreter, then runs the chosen steps in the order given; every step logs into $OUT.
 #
-#   setup    CIFAR-10 JPEG unpacked to $CIFAR (/tmp/cifar10-jpeg); carried wheels and lure-fast installed
-#            into $SITE (/tmp/site) with pip --target; imports checked
-#   tests    python3 -m pytest -m gpu tests                   SKIP_TESTS=1 skips; TESTS_ARGS adds pytest args
-#   kernels  benchmarks/bench_unlearn.py --benchmark-enable   SKIP_KERNELS=1 skips; KERNELS_ARGS likewise
-#   loop     benchmarks/bench_train.py --benchmark-enable     SKIP_LOOP=1 skips; LOOP_ARGS likewise (-k 64: one
-#            batch size; the results file keeps the other cases of an earlier file carried in benchmarks/results/)
-#   paper    lure-fast compare --preset paper (full Table-1)  only with RUN_PAPER=1 (needs CUDA); PAPER_METHODS,
-#            PAPER_ARGS (default below), PAPER_RESUME=1 continues $PAPER_DIR
-#   SKIP_GPU=1 skips tests, kernels, loop and paper (to check setup on a machine without a GPU).
+# Which steps: STEPS, a space-separated list, default "tests kernels loop loaders". RUN_PAPER=1,
+# RUN_FAST=1, RUN_JOBS=1 add paper, fast, jobs to it (the long runs are never in the default);
+# SKIP_TESTS=1, SKIP_KERNELS=1, SKIP_LOOP=1, SKIP_LOADERS=1 take a step out; SKIP_GPU=1 runs setup alone
+# (to check it on a machine without a GPU). An unknown name stops the script before setup. Every step
+# not run is recorded in summary.txt with the reason.
+#
+#   setup    always: CIFAR-10 JPEG unpacked to $CIFAR (/tmp/cifar10-jpeg) unless already there; the carried
+#            wheels whose tags fit the interpreter (others skipped with a message) and lure-fast installed
+#            into $SITE (/tmp/site) with pip --target; imports checked (ffcv reported, optional)
+#   tests    python3 -m pytest -m gpu tests                     TESTS_ARGS adds pytest arguments
+#   kernels  benchmarks/bench_unlearn.py --benchmark-enable     KERNELS_ARGS likewise -> unlearn-*.md
+#   loop     benchmarks/bench_train.py --benchmark-enable       LOOP_ARGS likewise (-k 64: one batch size;
+#            the results file keeps the other cases of an earlier file carried in benchmarks/results/)
+#            -> train-*.md
+#   loaders  benchmarks/bench_loaders.py --benchmark-enable     LOADERS_ARGS likewise: ffcv (if its wheel
+#            was carried), torch (workers = cores) and memory backends; with a train-<gpu>.json of the
+#            loop step (this call's, or one committed) also loader / training images/s -> loaders-*.md
+#   paper    lure-fast compare --preset paper (full Table-1)    PAPER_METHODS (bl,lure), PAPER_ARGS (default
+#            below), PAPER_RESUME=1 continues $PAPER_DIR (/tmp/lf-paper) -> paper-table.md
+#   fast     lure-fast compare --preset fast                    FAST_METHODS (bl,lure), FAST_ARGS (--jobs 2),
+#            FAST_RESUME=1 continues $FAST_DIR (/tmp/lf-fast) -> fast-table.md
+#   jobs     lure-fast compare --methods $JOBS_METHODS (bl,lure,sp,llf) on a short real-CIFAR stream
+#            (JOBS_ARGS, default --preset paper --megabatches 8 --epochs 1), first --jobs 1, then
+#            --jobs $JOBS_CONCURRENT (4), each into its own folder under $JOBS_DIR (/tmp/lf-jobs), each
+#            compiling from empty caches (CIFAR decoded before both); scripts/jobs_report.py writes their
+#            wall times, aggregate images/s and the ratio -> compare-jobs-*.md (and .json in the tarball)
+# paper, fast and jobs need CUDA (COMPARE_DEVICE=cpu runs them on the CPU, to try the script elsewhere).
+#
+# A 30-minute GPU session (device time counts from the machine's start, ~1-2 min, to its release; a call
+# may run 600 s), as `run` tool calls, each with carry [".carry"] and timeout_s 600, one right after the
+# other (a machine stays warm 30 s after a call; after that the next call starts a bare one, and /tmp --
+# the unpacked CIFAR, the paper/fast folders to resume -- is gone):
+#   1. {"command": "bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
+#      setup + tests + kernels + loop + loaders (loaders after loop: it reads loop's train-<gpu>.json)
+#   2. {"command": "STEPS=paper bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
+#      bl and lure concurrently (--jobs 2); if summary.txt says the deadline stopped it, continue with
+#      {"command": "STEPS=paper PAPER_RESUME=1 bash scripts/gpu_session.sh", ...} while the machine is warm
+#      (the whole protocol, 2 x 10.1 M training images at batch 64, may need more calls than the session
+#      has; its checkpoints live in /tmp and go with the machine, so paper-table.md comes only from a
+#      run that finishes)
+#   3. {"command": "STEPS='jobs fast' bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
+#      jobs first (short and all-or-nothing), then fast (resumable: STEPS=fast FAST_RESUME=1)
+# A step the deadline skipped in call 1 (summary.txt: "skipped ... run it in another call") goes into a
+# later call's STEPS, e.g. STEPS="loaders jobs fast". Then commit what came back (the tables are in $OUT,
+# the JSON files in results.tar.gz: tar -xzf results.tar.gz ./results, into benchmarks/results/).
 #
 # Why an install: pyproject maps lure_fast.kernels to kernels/ and lure_fast.loaders to loaders/, so a plain
 # checkout on PYTHONPATH lacks both. PYTHONSAFEPATH=1 keeps `python3 -m ...` from putting the repo root
 # first on sys.path, where its lure_fast/ (without kernels/ and loaders/) would hide the installed one.
+# FFCV imports distutils (ffcv/pipeline/graph.py), which Python >= 3.12 lacks: setuptools' shim provides
+# it (SETUPTOOLS_USE_DISTUTILS=local, setuptools is on the GPU image); without one, setup adds a minimal
+# distutils.log to PYTHONPATH.
 #
 # What comes back ($OUT, at most 8 files): summary.txt, session.log, results.tar.gz (every step's log and
-# result files, rewritten after each step), and the result tables train-*.md, unlearn-*.md, paper-table.md.
-# Steps stop at DEADLINE_S (default 570 s) after the start, so the files are written inside the 600 s limit
-# of one call. The paper protocol may need several calls: its folder ($PAPER_DIR, /tmp/lf-paper) outlives a
-# call while the machine stays warm (30 s), and RUN_PAPER=1 PAPER_RESUME=1 continues it from its checkpoints.
+# result files, rewritten after each step), and the result tables of the steps run (unlearn-*.md,
+# train-*.md, loaders-*.md, paper-table.md, fast-table.md, compare-jobs-*.md): keep a call to at most
+# five table-writing steps. Steps stop at DEADLINE_S (default 570 s) after the start, so the files are
+# written inside the 600 s limit of one call; each step gets what is left, and one with under 30 s left
+# is skipped and recorded.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -30,11 +70,35 @@ PY=${PYTHON:-python3}
 CIFAR=${CIFAR:-/tmp/cifar10-jpeg}
 SITE=${SITE:-/tmp/site}
 STAGE=${STAGE:-/tmp/gpu-session}
+COMPARE_DEVICE=${COMPARE_DEVICE:-cuda}
 PAPER_DIR=${PAPER_DIR:-/tmp/lf-paper}
 PAPER_METHODS=${PAPER_METHODS:-bl,lure}
 PAPER_ARGS=${PAPER_ARGS:---compile --compile-mode reduce-overhead --jobs 2 --checkpoint-every 5}
+FAST_DIR=${FAST_DIR:-/tmp/lf-fast}
+FAST_METHODS=${FAST_METHODS:-bl,lure}
+FAST_ARGS=${FAST_ARGS:---jobs 2}
+JOBS_DIR=${JOBS_DIR:-/tmp/lf-jobs}
+JOBS_METHODS=${JOBS_METHODS:-bl,lure,sp,llf}
+JOBS_ARGS=${JOBS_ARGS:---preset paper --megabatches 8 --epochs 1}
+JOBS_CONCURRENT=${JOBS_CONCURRENT:-4}
 DEADLINE_S=${DEADLINE_S:-570}
 START=$SECONDS
+
+# ------------------------------------------------------------------ which steps
+ALL_STEPS="tests kernels loop loaders paper fast jobs"
+steps=${STEPS:-tests kernels loop loaders}
+[ -n "${RUN_PAPER:-}" ] && steps="$steps paper"
+[ -n "${RUN_FAST:-}" ] && steps="$steps fast"
+[ -n "${RUN_JOBS:-}" ] && steps="$steps jobs"
+chosen=()
+for s in $steps; do
+    case " $ALL_STEPS " in
+        *" $s "*) ;;
+        *) echo "gpu_session: unknown step '$s' in STEPS; choose from: $ALL_STEPS" >&2; exit 2 ;;
+    esac
+    case " ${chosen[*]-} " in *" $s "*) continue ;; esac  # named twice: once
+    chosen+=("$s")
+done
 
 mkdir -p "$OUT"
 rm -rf "$STAGE"
@@ -48,13 +112,14 @@ say() { echo "[gpu_session +$((SECONDS - START))s] $*"; }
 record() { echo "$1 rc=$2 seconds=$3${4:+ $4}" | tee -a "$OUT/summary.txt"; }
 pack() { tar -czf "$OUT/results.tar.gz.tmp" -C "$STAGE" . && mv "$OUT/results.tar.gz.tmp" "$OUT/results.tar.gz"; }
 
-# step NAME COMMAND...: runs COMMAND with what is left of the deadline, its output in logs/NAME.log
+# step NAME COMMAND...: runs COMMAND with what is left of the deadline, its output in logs/NAME.log;
+# returns COMMAND's status (1 when skipped for the deadline)
 step() {
     local name=$1; shift
     local left=$((DEADLINE_S - (SECONDS - START)))
     if [ "$left" -lt 30 ]; then
         record "$name" skipped 0 "(only ${left}s left before DEADLINE_S=$DEADLINE_S; run it in another call)"
-        return
+        return 1
     fi
     say "$name: $* (at most ${left}s)"
     local t0=$SECONDS rc
@@ -63,8 +128,11 @@ step() {
     [ "$rc" -eq 124 ] && say "$name: stopped at the deadline"
     record "$name" "$rc" $((SECONDS - t0))
     pack
+    return "$rc"
 }
 skipped() { record "$1" skipped 0 "($2)"; }
+
+say "steps: ${chosen[*]-none}${SKIP_GPU:+ (SKIP_GPU: setup only)}"
 
 # ------------------------------------------------------------------ setup
 t0=$SECONDS
@@ -78,16 +146,41 @@ elif [ -f .carry/cifar10-jpeg.npz ] && [ -f .carry/pack_imagefolder.py ]; then
     $PY .carry/pack_imagefolder.py unpack .carry/cifar10-jpeg.npz "$CIFAR" && touch "$CIFAR/.unpacked" || setup_ok=0
     say "setup: unpacked $(find "$CIFAR" -name '*.jpg' | wc -l) JPEGs into $CIFAR"
 else
-    say "setup: .carry/cifar10-jpeg.npz missing (run scripts/gpu_bundle.sh here and carry .carry); the loop benchmark will skip"
+    say "setup: .carry/cifar10-jpeg.npz missing (run scripts/gpu_bundle.sh here and carry .carry); the benchmarks will skip"
 fi
 
-rm -rf "$SITE" /tmp/lf-src
+rm -rf "$SITE" /tmp/lf-src /tmp/lf-distutils
 mkdir -p "$SITE" /tmp/lf-src
 shopt -s nullglob
 wheels=(.carry/*.whl)
 if [ ${#wheels[@]} -gt 0 ]; then
-    $PY -m pip install -q --no-deps --no-index --no-compile --target "$SITE" "${wheels[@]}" || setup_ok=0
-    say "setup: installed ${wheels[*]}"
+    # only the wheels this interpreter can use (a cp312 wheel is skipped, not fatal, under another Python)
+    mapfile -t fit < <($PY - "${wheels[@]}" <<'EOF'
+import os, sys
+try:
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+except ImportError:
+    from pip._vendor.packaging.tags import sys_tags
+    from pip._vendor.packaging.utils import parse_wheel_filename
+here = set(sys_tags())
+for path in sys.argv[1:]:
+    try:
+        tags = parse_wheel_filename(os.path.basename(path))[3]
+    except Exception as e:
+        print(f"setup: skipping {path}: not a wheel's name ({e})", file=sys.stderr)
+        continue
+    if tags & here:
+        print(path)
+    else:
+        print(f"setup: skipping {path}: made for {', '.join(sorted(map(str, tags)))}, not this Python "
+              f"{sys.version_info[0]}.{sys.version_info[1]}", file=sys.stderr)
+EOF
+)
+    if [ ${#fit[@]} -gt 0 ]; then
+        $PY -m pip install -q --no-deps --no-index --no-compile --target "$SITE" "${fit[@]}" || setup_ok=0
+        say "setup: installed ${fit[*]}"
+    fi
 fi
 # build from a copy, so the checkout gets no build/ or egg-info
 cp -r lure_fast kernels loaders pyproject.toml README.md /tmp/lf-src/
@@ -107,18 +200,28 @@ else
 fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1
 export LURE_FAST_CIFAR="$CIFAR" LURE_FAST_DECODED_CACHE=${LURE_FAST_DECODED_CACHE:-/tmp/lf-decoded}
+export LURE_FAST_BETON_CACHE=${LURE_FAST_BETON_CACHE:-/tmp/lf-beton}
+# ffcv's `from distutils.log import warn`: setuptools' shim serves it on Python >= 3.12 ('local' is its default)
+export SETUPTOOLS_USE_DISTUTILS=${SETUPTOOLS_USE_DISTUTILS:-local}
+if [ -d "$SITE/ffcv" ] && ! $PY -c 'import distutils.log' >/dev/null 2>&1; then
+    mkdir -p /tmp/lf-distutils/distutils
+    : >/tmp/lf-distutils/distutils/__init__.py
+    printf 'from logging import debug, info, warning as warn, error, fatal\n' >/tmp/lf-distutils/distutils/log.py
+    export PYTHONPATH="$PYTHONPATH:/tmp/lf-distutils"
+    say "setup: no distutils here (no setuptools shim): a minimal distutils.log for ffcv in /tmp/lf-distutils"
+fi
 $PY - "$SITE" <<'EOF' || setup_ok=0
-import os, sys
+import importlib.metadata, os, sys
 import torch
 import lure_fast, lure_fast.kernels, lure_fast.loaders.backends.memory, lure_fast.train
 site = os.path.realpath(sys.argv[1])
 where = os.path.realpath(os.path.dirname(os.path.dirname(lure_fast.__file__)))
 assert where == site, f"lure_fast imported from {where}, not {site}"
 try:
-    import ffcv
-    has_ffcv = f"ffcv {ffcv.__version__}"
-except Exception as e:  # optional: only --loader ffcv and its tests need it
-    has_ffcv = f"no ffcv ({type(e).__name__})"
+    import ffcv, ffcv.libffcv, ffcv.loader  # noqa: F401
+    has_ffcv = f"ffcv {importlib.metadata.version('ffcv')} from {os.path.dirname(ffcv.__file__)}"
+except Exception as e:  # optional: only --loader ffcv, its tests and bench_loaders' ffcv rows need it
+    has_ffcv = f"no ffcv ({type(e).__name__}: {e})"
 print(f"imports ok: lure_fast from {lure_fast.__file__}, kernels {lure_fast.kernels.__file__}; torch {torch.__version__}, "
       f"cuda {torch.cuda.is_available()} {torch.cuda.get_device_name() if torch.cuda.is_available() else ''}; {has_ffcv}")
 EOF
@@ -129,7 +232,9 @@ if [ "$setup_ok" -ne 1 ]; then
     exit 1
 fi
 
-has_cuda=$($PY -c 'import torch; print(int(torch.cuda.is_available()))')
+gpu_name=$($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "")')
+has_cuda=0
+[ -n "$gpu_name" ] && has_cuda=1
 [ "$has_cuda" = 1 ] || say "no CUDA device here: the GPU tests and benchmarks will report themselves skipped"
 
 copy_results() {  # the result files this session wrote, into the tarball and (the tables) into $OUT
@@ -141,50 +246,89 @@ copy_results() {  # the result files this session wrote, into the tarball and (t
     pack
 }
 
-# ------------------------------------------------------------------ GPU steps
+compare_can_run() {  # NAME: whether the compare-based step NAME can run on $COMPARE_DEVICE here
+    if [ "$COMPARE_DEVICE" = cuda ] && [ "$has_cuda" != 1 ]; then
+        skipped "$1" "needs CUDA (COMPARE_DEVICE=cpu runs it on the CPU)"
+        return 1
+    fi
+}
+
+# compare_run NAME DIR METHODS PRESET RESUME ARGS: a lure-fast compare into DIR (continued when RESUME is set
+# and DIR holds a run); its results.json files, table.md and curves.png go to the tarball's NAME/, the
+# table also to $OUT/NAME-table.md
+compare_run() {
+    local name=$1 dir=$2 methods=$3 preset=$4 resume_asked=$5 args=$6 resume=--overwrite
+    compare_can_run "$name" || return
+    [ -n "$resume_asked" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ] && resume=--resume
+    # shellcheck disable=SC2086  # args is a list of flags
+    step "$name" $PY -m lure_fast compare --methods "$methods" --data "$CIFAR" --preset "$preset" \
+        --device "$COMPARE_DEVICE" --out "$dir" --quiet $resume $args
+    mkdir -p "$STAGE/$name"
+    for m in ${methods//,/ }; do
+        [ -f "$dir/$m/results.json" ] && cp "$dir/$m/results.json" "$STAGE/$name/$m-results.json"
+    done
+    if [ -f "$dir/table.md" ] && [ "$dir/table.md" -nt "$STAGE/.start" ]; then  # not an earlier call's
+        cp "$dir/table.md" "$STAGE/$name/" && cp "$dir/table.md" "$OUT/$name-table.md"
+    fi
+    [ -f "$dir/curves.png" ] && cp "$dir/curves.png" "$STAGE/$name/"
+    pack
+}
+
+run_jobs() {
+    compare_can_run jobs || return
+    rm -rf "$JOBS_DIR"
+    local seq="$JOBS_DIR/sequential" conc="$JOBS_DIR/concurrent" common
+    # shellcheck disable=SC2206  # JOBS_ARGS is a list of flags
+    common=(-m lure_fast compare --methods "$JOBS_METHODS" --data "$CIFAR" --device "$COMPARE_DEVICE" --quiet
+            --overwrite $JOBS_ARGS)
+    # on equal terms: the decoded CIFAR cache filled before either run, and each run compiling from its own
+    # empty torch.compile / Triton caches (the first run would otherwise warm them for the second)
+    local cmd_seq=(env "TORCHINDUCTOR_CACHE_DIR=$seq-cache/inductor" "TRITON_CACHE_DIR=$seq-cache/triton"
+                   "$PY" "${common[@]}" --out "$seq" --jobs 1)
+    local cmd_conc=(env "TORCHINDUCTOR_CACHE_DIR=$conc-cache/inductor" "TRITON_CACHE_DIR=$conc-cache/triton"
+                    "$PY" "${common[@]}" --out "$conc" --jobs "$JOBS_CONCURRENT")
+    step jobs-data $PY -c 'import os; from lure_fast.loaders import load_dataset
+load_dataset(path=os.environ["LURE_FAST_CIFAR"])' || return
+    # the ratio needs both: no concurrent run after a sequential one that failed or met the deadline
+    step jobs-sequential "${cmd_seq[@]}" && step jobs-concurrent "${cmd_conc[@]}"
+    step jobs-report $PY scripts/jobs_report.py --device "${gpu_name:-cpu}" \
+        --run sequential "$seq" "${cmd_seq[*]}" --run concurrent "$conc" "${cmd_conc[*]}"
+    mkdir -p "$STAGE/jobs"
+    for d in "$seq" "$conc"; do
+        [ -f "$d/table.md" ] && cp "$d/table.md" "$STAGE/jobs/$(basename "$d")-table.md"
+    done
+    copy_results compare-jobs
+}
+
+# ------------------------------------------------------------------ the steps
 PYTEST=($PY -m pytest -q -rsx -p no:cacheprovider)
-if [ -n "${SKIP_GPU:-}" ]; then
-    skipped tests "SKIP_GPU"; skipped kernels "SKIP_GPU"; skipped loop "SKIP_GPU"; skipped paper "SKIP_GPU"
-else
-    if [ -n "${SKIP_TESTS:-}" ]; then
-        skipped tests SKIP_TESTS
-    else
-        # shellcheck disable=SC2086  # *_ARGS are lists of arguments
-        step tests "${PYTEST[@]}" -m gpu tests ${TESTS_ARGS:-}
+for s in "${chosen[@]}"; do
+    if [ -n "${SKIP_GPU:-}" ]; then
+        skipped "$s" SKIP_GPU
+        continue
     fi
-    if [ -n "${SKIP_KERNELS:-}" ]; then
-        skipped kernels SKIP_KERNELS
-    else
-        # shellcheck disable=SC2086
-        step kernels "${PYTEST[@]}" benchmarks/bench_unlearn.py --benchmark-enable ${KERNELS_ARGS:-}
-        copy_results unlearn
+    flag="SKIP_${s^^}"
+    if [ -n "${!flag:-}" ]; then
+        skipped "$s" "$flag"
+        continue
     fi
-    if [ -n "${SKIP_LOOP:-}" ]; then
-        skipped loop SKIP_LOOP
-    else
-        # shellcheck disable=SC2086
-        step loop "${PYTEST[@]}" benchmarks/bench_train.py --benchmark-enable ${LOOP_ARGS:-}
-        copy_results train
-    fi
-    if [ -z "${RUN_PAPER:-}" ]; then
-        skipped paper "RUN_PAPER=1 runs it"
-    elif [ "$has_cuda" != 1 ]; then
-        skipped paper "needs CUDA"
-    else
-        resume=--overwrite
-        [ -n "${PAPER_RESUME:-}" ] && [ -d "$PAPER_DIR" ] && resume=--resume
-        # shellcheck disable=SC2086  # PAPER_ARGS is a list of flags
-        step paper $PY -m lure_fast compare --methods "$PAPER_METHODS" --data "$CIFAR" --preset paper \
-            --device cuda --out "$PAPER_DIR" --quiet $resume $PAPER_ARGS
-        mkdir -p "$STAGE/paper"
-        for m in ${PAPER_METHODS//,/ }; do
-            [ -f "$PAPER_DIR/$m/results.json" ] && cp "$PAPER_DIR/$m/results.json" "$STAGE/paper/$m-results.json"
-        done
-        [ -f "$PAPER_DIR/table.md" ] && cp "$PAPER_DIR/table.md" "$STAGE/paper/" && cp "$PAPER_DIR/table.md" "$OUT/paper-table.md"
-        [ -f "$PAPER_DIR/curves.png" ] && cp "$PAPER_DIR/curves.png" "$STAGE/paper/"
-        pack
-    fi
-fi
+    # shellcheck disable=SC2086  # *_ARGS are lists of arguments
+    case $s in
+        tests)   step tests "${PYTEST[@]}" -m gpu tests ${TESTS_ARGS:-} ;;
+        kernels) step kernels "${PYTEST[@]}" benchmarks/bench_unlearn.py --benchmark-enable ${KERNELS_ARGS:-}
+                 copy_results unlearn ;;
+        loop)    step loop "${PYTEST[@]}" benchmarks/bench_train.py --benchmark-enable ${LOOP_ARGS:-}
+                 copy_results train ;;
+        loaders) step loaders "${PYTEST[@]}" benchmarks/bench_loaders.py --benchmark-enable ${LOADERS_ARGS:-}
+                 copy_results loaders ;;
+        paper)   compare_run paper "$PAPER_DIR" "$PAPER_METHODS" paper "${PAPER_RESUME:-}" "$PAPER_ARGS" ;;
+        fast)    compare_run fast "$FAST_DIR" "$FAST_METHODS" fast "${FAST_RESUME:-}" "$FAST_ARGS" ;;
+        jobs)    run_jobs ;;
+    esac
+done
+for s in $ALL_STEPS; do
+    case " ${chosen[*]-} " in *" $s "*) ;; *) skipped "$s" "not in STEPS" ;; esac
+done
 pack
 say "done in $((SECONDS - START))s"
 cat "$OUT/summary.txt"

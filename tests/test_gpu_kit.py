@@ -1,6 +1,6 @@
 """The GPU session kit without a GPU: the compressed repack of the packed CIFAR-10 copy gives back the same
-files, byte for byte; the loader benchmark's check against the training step.
-Nothing is timed."""
+files, byte for byte; the jobs report reads compare's table.md; the loader benchmark's check against the
+training step; the session script's step list. Nothing is timed."""
 import importlib.util
 import io
 import json
@@ -25,6 +25,7 @@ def _load(name: str, path: Path):
 
 
 repack_npz = _load("lure_fast_repack_npz", REPO / "scripts" / "repack_npz.py")
+jobs_report = _load("lure_fast_jobs_report", REPO / "scripts" / "jobs_report.py")
 
 
 def pack_tool():
@@ -118,6 +119,54 @@ def test_repack_main_writes_a_checked_copy(tmp_path, capsys):
     assert repack_npz.main([src]) == 2
 
 
+# ----------------------------------------------------------------------------- jobs_report.py
+
+
+def fake_table(folder: Path, wall: float, runs: int, jobs: int, rate: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "table.md").write_text(
+        "cifar10-jpeg, resnet18, 8 mega-batches\n\n| Method | Test Acc (↑) |\n|---|---:|\n| BL | 60.00 |\n\n"
+        f"Wall time {wall} s for {runs} runs ({jobs} at a time): {rate} training images/s in aggregate.\n")
+
+
+def test_parse_wall_line():
+    line = "Wall time 123.4 s for 4 runs (1 at a time): 12,345 training images/s in aggregate."
+    assert jobs_report.parse_wall_line(f"| table |\n\n{line}\n") == {
+        "wall_s": 123.4, "runs": 4, "jobs": 1, "images_per_s": 12345.0, "line": line}
+    assert jobs_report.parse_wall_line("no such line") is None
+
+
+def test_jobs_report_ratio_and_files(tmp_path, capsys):
+    fake_table(tmp_path / "seq", 400.0, 4, 1, "10,000")
+    fake_table(tmp_path / "conc", 160.0, 4, 4, "25,000")
+    rc = jobs_report.main(["--device", "NVIDIA H100 80GB HBM3", "--out-dir", str(tmp_path / "results"),
+                           "--run", "sequential", str(tmp_path / "seq"), "lure-fast compare --jobs 1",
+                           "--run", "concurrent", str(tmp_path / "conc"), "lure-fast compare --jobs 4"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "results" / "compare-jobs-nvidia-h100-80gb-hbm3.json").read_text())
+    assert doc["device"] == "NVIDIA H100 80GB HBM3"
+    assert [r["command"] for r in doc["runs"]] == ["lure-fast compare --jobs 1", "lure-fast compare --jobs 4"]
+    assert [(r["wall_s"], r["images_per_s"], r["jobs"]) for r in doc["runs"]] == [(400.0, 10000.0, 1),
+                                                                                   (160.0, 25000.0, 4)]
+    assert doc["ratios"]["concurrent/sequential"] == pytest.approx({"images_per_s": 2.5, "wall_s": 0.4})
+    md = (tmp_path / "results" / "compare-jobs-nvidia-h100-80gb-hbm3.md").read_text()
+    assert "| sequential | 1 | 4 | 400.0 | 10,000 | `lure-fast compare --jobs 1` |" in md
+    assert "concurrent / sequential: 2.50 x the aggregate images/s (wall time 0.40 x)." in md
+    assert "| BL | 60.00 |" in md  # each run's own table follows
+    assert "compare-jobs-nvidia-h100-80gb-hbm3.md" in capsys.readouterr().out
+
+
+def test_jobs_report_unfinished_run(tmp_path):
+    fake_table(tmp_path / "seq", 400.0, 4, 1, "10,000")
+    rc = jobs_report.main(["--device", "cpu", "--out-dir", str(tmp_path),
+                           "--run", "sequential", str(tmp_path / "seq"), "a",
+                           "--run", "concurrent", str(tmp_path / "conc"), "b"])
+    assert rc == 1
+    doc = json.loads((tmp_path / "compare-jobs-cpu.json").read_text())
+    assert [r["finished"] for r in doc["runs"]] == [True, False] and doc["ratios"] == {}
+    assert "| concurrent | - | - | unfinished | - | `b` |" in (tmp_path / "compare-jobs-cpu.md").read_text()
+
+
 # ----------------------------------------------------------------------------- bench_loaders.py's check
 
 
@@ -194,5 +243,13 @@ def test_write_results_reads_the_training_file_of_the_device(bench_loaders, tmp_
 # ----------------------------------------------------------------------------- the shell scripts
 
 
-def test_bundle_script_parses():
-    subprocess.run(["bash", "-n", str(REPO / "scripts" / "gpu_bundle.sh")], check=True)
+@pytest.mark.parametrize("script", ["gpu_session.sh", "gpu_bundle.sh"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], check=True)
+
+
+def test_session_refuses_an_unknown_step_before_any_work(tmp_path):
+    p = subprocess.run(["bash", str(REPO / "scripts" / "gpu_session.sh")], capture_output=True, text=True,
+                       env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "STEPS": "tests paperz"})
+    assert p.returncode == 2 and "unknown step 'paperz'" in p.stderr
+    assert not (tmp_path / "out").exists()
