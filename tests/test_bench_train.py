@@ -110,9 +110,9 @@ def test_results_writer_documented_keys(tmp_path):
     assert by[(64, "authors-fp32")]["ratio_to_authors"] == 1.0
     assert by[(512, "compiled-cudagraphs")]["ratio_to_authors"] == 4.0
     r = by[(64, "compiled")]
-    assert r["train_tflops"] == pytest.approx(3000 * 1.7e9 / 1e12)
-    assert r["fraction_of_spec_peak"] == pytest.approx(3000 * 1.7e9 / 989.4e12)
-    assert r["fraction_of_measured_peak"] == pytest.approx(3000 * 1.7e9 / 800e12)
+    assert r["train_tflops"] == pytest.approx(3000 * bench.TRAIN_FLOP / 1e12)
+    assert r["fraction_of_spec_peak"] == pytest.approx(3000 * bench.TRAIN_FLOP / 989.4e12)
+    assert r["fraction_of_measured_peak"] == pytest.approx(3000 * bench.TRAIN_FLOP / 800e12)
     a = p["authors_protocol_batch_64"]
     assert a["kind"] == "extrapolation" and a["eval_rate_assumed"] is False
     assert a["total_s"] == pytest.approx(bench.PROTOCOL_TRAIN_IMAGES / 1000 + bench.PROTOCOL_EVAL_IMAGES / 3000)
@@ -138,7 +138,7 @@ def test_authors_protocol_extrapolation():
     assert round(bench.PROTOCOL_EVAL_IMAGES / 1e5) == 53  # SPEC §7: ≈ 5.3 M
     e = bench.extrapolate_authors_protocol(1000.0)
     assert e["eval_rate_assumed"] is True
-    assert e["eval_images_per_s"] == pytest.approx(1000.0 * 1.7 / 0.56)
+    assert e["eval_images_per_s"] == pytest.approx(1000.0 * bench.TRAIN_FLOP / bench.FORWARD_FLOP)
     assert e["total_h"] == pytest.approx((e["train_s"] + e["eval_s"]) / 3600)
     assert e["text"].startswith("Extrapolated, not measured")
 
@@ -175,3 +175,18 @@ def test_a_split_run_keeps_the_other_cases_of_the_same_device(tmp_path):
     again = [dict(first[0], images_per_s=7.0)]
     kept = bench.earlier_runs(again, "NVIDIA H200", "2.11", tmp_path)
     assert len(kept) == 7 and all((r["variant"], r["batch_size"]) != ("authors-fp32", 64) for r in kept)
+
+
+def test_flop_constants_are_what_torch_counts_for_the_model():
+    """FLOP (a multiply-add is 2), as the peak figures are; SPEC §7 quotes multiply-adds (0.56, 1.7 G)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from lure_fast.models import build_model
+
+    model = build_model("resnet18", 10, 3, 64)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    with FlopCounterMode(display=False) as fwd:
+        model(x)
+    with FlopCounterMode(display=False) as train:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    assert fwd.get_total_flops() / 2 == pytest.approx(bench.FORWARD_FLOP, rel=1e-3)
+    assert train.get_total_flops() / 2 == pytest.approx(bench.TRAIN_FLOP, rel=1e-3)
