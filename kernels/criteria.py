@@ -53,7 +53,8 @@ def saliency(kind: str, params, acc=None, seed: int = 0, out=None):
 
     ``params``: a tensor (e.g. ``FlatParameters.data``) or a sequence of tensors, any float dtype.
     ``acc``: float32, one tensor holding the whole concatenation or one tensor per part.
-    ``out``: optional float32 destination with the structure of ``params``.
+    ``out``: optional float32 destination with the structure of ``params``; it may be ``acc`` itself
+    (SNIP in place over the accumulator: each entry is read before it is written).
     Returns float32 saliency with the structure of ``params`` (for a sequence: views of one new
     buffer, so that ``unlearn_`` can treat them as a single flat buffer). ``"fim"`` without ``out``
     returns ``acc`` itself, exactly as passed. Allocates at most the output; bit-identical to

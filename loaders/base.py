@@ -23,6 +23,13 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63))
 
 
+def unit_divisor(device: torch.device) -> torch.Tensor:
+    """255 as a 0-d tensor on ``device``, for ``uint8 -> [0, 1]``: ``x.div_(unit_divisor(dev))`` divides
+    exactly (IEEE) on every device. A Python 255 would not on CUDA, which multiplies by a rounded 1/255
+    there (126 of the 256 byte values then differ by one ulp from the CPU's x / 255)."""
+    return torch.full((), 255.0, dtype=torch.float32, device=device)
+
+
 def as_index_array(indices: Sequence[int] | np.ndarray | torch.Tensor, size: int) -> np.ndarray:
     idx = np.asarray(indices.cpu() if isinstance(indices, torch.Tensor) else indices)
     if idx.size and not np.issubdtype(idx.dtype, np.integer):  # a bool mask or floats would be misread

@@ -69,16 +69,20 @@ def importance(model: nn.Module, params: list[torch.Tensor], cfg, loader, seed: 
     was_training = model.training
     model.eval()
     for x, y in loader.epoch(0):
-        model.zero_grad(set_to_none=False)
+        # set_to_none: after a compiled (CUDA-graph) step the old .grad tensors may live in the graph's
+        # memory pool and be overwritten already; zeroing them in place would raise
+        model.zero_grad(set_to_none=True)
         # the paper's g is the gradient of the loss over all of pi: sum the per-sample losses
         loss = F.cross_entropy(model(x), y, reduction="sum" if mode == "sum" else "mean")
         loss.backward()
         K.accumulate_(acc, [p.grad for p in params], mode)
         if cfg.importance_batches == "code":  # the authors' loop stops after the first mini-batch
             break
-    model.zero_grad(set_to_none=False)
+    model.zero_grad(set_to_none=True)
     model.train(was_training)
-    return K.saliency("fim" if cfg.importance == "fim" else "snip", params, acc=acc)
+    if cfg.importance == "fim":
+        return acc  # Fisher saliency is the accumulated squared gradients themselves
+    return K.saliency("snip", params, acc=acc, out=acc)  # |acc * w| in place: no second buffer
 
 
 @contextmanager

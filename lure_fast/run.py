@@ -65,6 +65,27 @@ def prepare_out(out: str, resume: bool, overwrite: bool) -> None:
                        "pick a writable folder") from None
 
 
+def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:
+    """The backend ``--loader`` names, resolving ``auto``: ``memory`` for the embedded data and on a GPU
+    that holds the decoded dataset in a quarter of its memory (GPU-side augmentation, no host work); else
+    ``ffcv`` (the streaming backend for data read from disk), or ``memory`` when FFCV is not installed.
+    Returns the name and, when auto had to fall back, a one-line note."""
+    if cfg.loader != "auto":
+        return cfg.loader, None
+    if cfg.data is None and cfg.dataset in (None, "digits"):  # the embedded data: tiny
+        return "memory", None
+    nbytes = sum(s.images.numel() * s.images.element_size() for s in (dataset.train, dataset.test))
+    if device.type == "cuda" and nbytes <= torch.cuda.get_device_properties(device).total_memory // 4:
+        return "memory", None
+    try:
+        from .loaders.writers import require_ffcv
+        require_ffcv()
+    except Exception:
+        return "memory", ("--loader auto: FFCV is not installed here, so the data is held in memory "
+                          "(scripts/install_ffcv.sh installs it)")
+    return "ffcv", None
+
+
 def data_stats(dataset) -> tuple[tuple, tuple]:
     """Normalisation constants: the usual ones for CIFAR, else computed from the training images."""
     if dataset.name == "cifar10":
@@ -92,18 +113,18 @@ def build_stream(cfg, dataset):
         raise C.ConfigError(str(e)) from None
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
     s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if device.type == "cuda":  # a CPU run on a GPU machine starts no CUDA context
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
 
 
-def _set_rng_state(s: dict) -> None:
+def _set_rng_state(s: dict, device: torch.device) -> None:
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
     torch.set_rng_state(s["torch"])
-    if "cuda" in s and torch.cuda.is_available():
+    if "cuda" in s and device.type == "cuda":
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
@@ -170,7 +191,10 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
         init_state = [t.to(device) for t in init_state]
 
     from .loaders import make_backend
-    backend = make_backend(cfg.loader, dataset, device, channels_last)
+    loader_name, note = choose_loader(cfg, dataset, device)
+    if note and not resume:
+        print(f"lure-fast: note: {note}", file=sys.stderr)
+    backend = make_backend(loader_name, dataset, device, channels_last)
     first = stream[0]
     train_ld = backend.loader("train", first.train, cfg.batch_size, augment=cfg.augment, shuffle=True, seed=cfg.seed)
     val_ld = backend.loader("train", first.val, cfg.eval_batch_size, seed=cfg.seed)
@@ -190,13 +214,13 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                 b.copy_(t)
         best, results = ckpt["best"], ckpt["results"]
         start_mb, start_epoch, mb_elapsed = ckpt["megabatch"], ckpt["epoch"], ckpt["mb_elapsed"]
-        _set_rng_state(ckpt["rng"])
+        _set_rng_state(ckpt["rng"], device)
 
     def save(mb: int, epoch: int, with_best: bool, elapsed: float):
         ckpts.save({"version": 1, "config": cfg.to_dict(), "megabatch": mb, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": trainer.optimizer.state_dict(),
                     "best_state": trainer.best if with_best else None,
-                    "best": dict(best), "results": results, "mb_elapsed": elapsed, "rng": _rng_state()},
+                    "best": dict(best), "results": results, "mb_elapsed": elapsed, "rng": _rng_state(device)},
                    mb, epoch)
 
     t_total = cfg.megabatches * cfg.epochs
@@ -253,7 +277,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
         bar.close()
     ckpts.wait()
 
-    out_results = {"config": cfg.to_dict(), "device": _device_name(device),
+    out_results = {"config": cfg.to_dict(), "device": _device_name(device), "loader": loader_name,
                    "dataset": {"name": dataset.name, "layout": dataset.layout, "train": len(dataset.train),
                                "test": len(dataset.test), "classes": dataset.num_classes,
                                "image_shape": list(dataset.image_shape)},

@@ -37,7 +37,9 @@ class Trainer:
         # as replay grows) runs eagerly with the same parameters, so nothing recompiles mid-stream
         self.compiled = None
         if cfg.compiled_on(device.type):
-            self.compiled = torch.compile(model, mode=cfg.compile_mode_on(device.type))
+            # dynamic=False: training (batch_size) and evaluation (eval_batch_size) get one static graph
+            # each; automatic-dynamic would otherwise make the batch dimension symbolic on the second size
+            self.compiled = torch.compile(model, mode=cfg.compile_mode_on(device.type), dynamic=False)
         self.state = list(model.state_dict().values())  # parameters and buffers, in a fixed order
         self.best = [t.detach().clone() for t in self.state]
 
@@ -93,7 +95,7 @@ class Trainer:
             n += int(y.shape[0])
         return {"loss": float(loss_sum.item()) / max(n, 1), "acc": 100.0 * float(correct.item()) / max(n, 1), "n": n}
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: CUDA-graph trees mixing inference-mode and training graphs are fragile
     def evaluate(self, loader) -> dict:
         """Accuracy, errors and ECE of the model in eval mode over ``loader`` (no augmentation)."""
         self.model.eval()

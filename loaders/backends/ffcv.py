@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..augment import crop_padding
-from ..base import Backend, EpochLoader, epoch_generator
+from ..base import Backend, EpochLoader, epoch_generator, unit_divisor
 from ..errors import DataError
 from ..writers import beton_for, check_beton, require_ffcv
 
@@ -156,9 +156,10 @@ class UnitFloat(Operation):
         channels, channels_last = self.channels, self.channels_last
         if self.device.type == "cuda":
             memory_format = torch.channels_last if channels_last else torch.contiguous_format
+            d = unit_divisor(self.device)
 
             def unit_float(images, _):
-                return images[:, :channels].to(dtype=torch.float32, memory_format=memory_format).div_(255)
+                return images[:, :channels].to(dtype=torch.float32, memory_format=memory_format).div_(d)
         else:
             def unit_float(images, _):
                 n, h, w, _ = images.shape

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..augment import apply_flip_crop, crop_padding, draw_flip_crop
-from ..base import Backend, EpochLoader, epoch_generator
+from ..base import Backend, EpochLoader, epoch_generator, unit_divisor
 
 
 class MemoryLoader(EpochLoader):
@@ -24,7 +24,7 @@ class MemoryLoader(EpochLoader):
         aug = draw_flip_crop(len(order), g, pad).to(dev, non_blocking=True) if self.augment else None
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start:start + self.batch_size]
-            x = self.images[idx].float().div_(255)
+            x = self.images[idx].float().div_(self.backend.divisor)
             if aug is not None:
                 x = apply_flip_crop(x, aug[start:start + self.batch_size], pad)
             yield self.backend._finish(x), self.labels[idx]
@@ -38,6 +38,7 @@ class MemoryBackend(Backend):
         # [N, H, W, C] -> [N, C, H, W] once, on the device
         self.tensors = {s: (getattr(dataset, s).images.permute(0, 3, 1, 2).contiguous().to(self.device),
                             getattr(dataset, s).labels.to(self.device)) for s in ("train", "test")}
+        self.divisor = unit_divisor(self.device)
 
     def loader(self, split, indices, batch_size, augment=False, shuffle=False, drop_last=False, seed=0):
         return MemoryLoader(self, split, indices, batch_size, augment, shuffle, drop_last, seed)

@@ -54,7 +54,7 @@ class TorchBackend(Backend):
 
     def __init__(self, dataset, device="cpu", channels_last: bool = False, workers: int | None = None):
         super().__init__(dataset, device, channels_last)
-        self.workers = os.cpu_count() or 1 if workers is None else workers
+        self.workers = (os.cpu_count() or 1) if workers is None else workers
 
     def loader(self, split, indices, batch_size, augment=False, shuffle=False, drop_last=False, seed=0):
         return TorchLoader(self, split, indices, batch_size, augment, shuffle, drop_last, seed)

@@ -12,7 +12,9 @@ import torch
 
 from lure_fast.kernels._dispatch import compiled_available
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# the CUDA case carries the gpu mark: `pytest -m gpu` (the GPU session) selects it, and without a GPU it
+# is reported skipped with the reason rather than silently absent
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 INT_OF = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float64: torch.int64}
 
 

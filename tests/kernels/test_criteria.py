@@ -108,3 +108,24 @@ def test_channels_last_params_give_the_reference_saliency(device, assert_bitwise
         out = saliency(kind, [w], acc=[acc] if kind == "snip" else None, seed=3)
         ref = saliency_reference(kind, [w.contiguous()], acc=[acc.contiguous()] if kind == "snip" else None, seed=3)
         assert_bitwise_equal(out[0], ref[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_snip_in_place_over_the_accumulator(device, assert_bitwise_equal, dtype):
+    """``out=acc``: the saliency overwrites the accumulated gradients (what the trainer does, so the
+    unlearn step needs no second parameter-sized buffer) and equals the out-of-place result."""
+    params = _params(dtype, device, seed=5)
+    flat = torch.randn(sum(p.numel() for p in params), generator=torch.Generator().manual_seed(6)).to(device)
+    acc = list(flat.split([p.numel() for p in params]))
+    acc = [a.view(p.shape) for a, p in zip(acc, params)]
+    want = [s.clone() for s in saliency("snip", params, acc)]
+    got = saliency("snip", params, acc, out=acc)
+    assert got is acc
+    for g, w in zip(got, want):
+        assert_bitwise_equal(g, w)
+    # the reference (the CPU path), in place too
+    refs = saliency_reference("snip", [p.cpu() for p in params], [a.cpu() for a in want])
+    again = [a.cpu().clone() for a in want]
+    assert saliency_reference("snip", [p.cpu() for p in params], again, out=again) is again
+    for r, a in zip(refs, again):
+        assert_bitwise_equal(r, a)
