@@ -56,7 +56,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", help=f"one of {', '.join(C.PRESETS)}")
     g.add_argument("--seed", type=int)
     g.add_argument("--device", help="auto | cpu | cuda")
-    g.add_argument("--loader", help="memory (default) | torch | ffcv")
+    g.add_argument("--loader", help="auto (default: memory for the embedded data and on a GPU it fits; else ffcv "
+                                    "when installed) | memory | torch | ffcv")
     g.add_argument("--precision", help="auto (bf16 on CUDA) | fp32 | bf16")
     g.add_argument("--compile", action="store_const", const=True,
                    help="torch.compile the model for full batches (default: on CUDA only)")

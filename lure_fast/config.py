@@ -14,7 +14,7 @@ METHODS = ("bl", "lure", "sp", "llf", "fc", "cold")
 IMPORTANCES = ("snip", "fim", "magnitude", "random")
 SCOPES = ("paper", "code")
 DEVICES = ("auto", "cpu", "cuda")
-LOADERS = ("memory", "torch", "ffcv")
+LOADERS = ("auto", "memory", "torch", "ffcv")
 PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -61,7 +61,7 @@ class RunConfig:
     # execution
     seed: int = 0
     device: str = "auto"
-    loader: str = "memory"
+    loader: str = "auto"                # auto: see run.choose_loader
     precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on the CPU
     compile: bool | None = None         # None (auto): compiled on CUDA, eager on the CPU
     compile_mode: str = "auto"          # torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA
