@@ -125,6 +125,11 @@ def record(benchmark, table: str, key: str, **extra) -> None:
         return
     s = benchmark.stats.stats
     RESULTS[table][key] = {"median_s": s.median, "min_s": s.min, "max_s": s.max, "rounds": s.rounds, **extra}
+    # rewritten after every measurement: a session stopped mid-benchmark (a deadline's SIGTERM skips
+    # fixture teardown) keeps what it measured
+    RESULTS["load_average"]["end"] = os.getloadavg()[0]
+    if RESULTS["throughput"]:
+        write_results()
 
 
 def backend_or_skip(backends, name):
