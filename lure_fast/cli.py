@@ -73,7 +73,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, cores/J)")
 
 
-RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func", "threads", "jobs"}
+RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func", "threads", "jobs", "seeds"}
 
 
 def set_threads(n: int | None) -> None:
@@ -118,15 +118,22 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .report import curves, table
-    from .run import prepare_out, run
+    from .report import curves, summary, table
+    from .run import prepare_out, run, write_json
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         C._choice("method", m, C.METHODS)
     if len(set(methods)) != len(methods):
         raise C.ConfigError(f"--methods {args.methods}: names a method twice")
     base = settings(args)
-    cfgs = {m: C.resolve({**base, "method": m}) for m in methods}  # validate all before any compute
+    if args.seeds is not None:
+        if "seed" in base:
+            raise C.ConfigError("--seed and --seeds both given; keep one (--seeds 0,1,2 runs every method per seed)")
+        if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+            raise C.ConfigError(f"--seeds {','.join(map(str, args.seeds))}: give distinct seeds, e.g. --seeds 0,1,2")
+    seeds = args.seeds or [C.resolve(base).seed]
+    runs = [(m, s) for m in methods for s in seeds]
+    cfgs = {(m, s): C.resolve({**base, "method": m, "seed": s}) for m, s in runs}  # validate all before any compute
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
     if args.threads is not None and args.threads < 1:
@@ -134,32 +141,41 @@ def cmd_compare(args) -> int:
     out = args.out or default_out("compare")
     prepare_out(out, args.resume, args.overwrite)
 
-    def resume_of(m):  # a method killed before its first checkpoint starts afresh
-        folder = os.path.join(out, m)
-        return args.resume and os.path.isdir(folder) and bool(os.listdir(folder))
+    def folder(m, s):  # one seed: DIR/<method>; several: DIR/<method>/seed-<s>
+        return os.path.join(out, m) if len(seeds) == 1 else os.path.join(out, m, f"seed-{s}")
+
+    def label(m, s):
+        return m if len(seeds) == 1 else f"{m} seed {s}"
+
+    def resume_of(key):  # a run killed before its first checkpoint starts afresh
+        f = folder(*key)
+        return args.resume and os.path.isdir(f) and bool(os.listdir(f))
 
     t0 = time.perf_counter()
     if args.jobs == 1:
         set_threads(args.threads)
-        results = {m: run(cfgs[m], os.path.join(out, m), resume=resume_of(m), overwrite=args.overwrite,
-                          progress=not args.quiet, label=m) for m in methods}
-    else:  # each method in its own process: together they keep a GPU (or the cores) busy
+        results = {k: run(cfgs[k], folder(*k), resume=resume_of(k), overwrite=args.overwrite,
+                          progress=not args.quiet, label=label(*k)) for k in runs}
+    else:  # each run in its own process: together they keep a GPU (or the cores) busy
         import concurrent.futures as cf
         import multiprocessing as mp
         threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
         with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {m: pool.submit(_run_job, cfgs[m].to_dict(), os.path.join(out, m), resume_of(m),
-                                      args.overwrite, m, threads) for m in methods}
-            results = {m: f.result() for m, f in futures.items()}
+            futures = {k: pool.submit(_run_job, cfgs[k].to_dict(), folder(*k), resume_of(k),
+                                      args.overwrite, label(*k), threads) for k in runs}
+            results = {k: f.result() for k, f in futures.items()}
     wall = time.perf_counter() - t0
     images = sum(train_images(r) for r in results.values())
-    md = table(results) + (f"\nWall time {wall:.1f} s for {len(methods)} runs ({args.jobs} at a time): "
-                           f"{images / wall:,.0f} training images/s in aggregate.\n")
+    groups = {m: [results[(m, s)] for s in seeds] for m in methods}
+    md = table(groups) + (f"\nWall time {wall:.1f} s for {len(runs)} runs ({args.jobs} at a time): "
+                          f"{images / wall:,.0f} training images/s in aggregate.\n")
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(md)
-    curves(results, os.path.join(out, "curves.png"))
+    write_json(os.path.join(out, "summary.json"), {"seeds": seeds, "wall_seconds": wall, "jobs": args.jobs,
+                                                   "training_images": images, "methods": summary(groups)})
+    curves(groups, os.path.join(out, "curves.png"))
     print(md)
-    print(f"table.md and curves.png in {out}")
+    print(f"table.md, summary.json and curves.png in {out}")
     return 0
 
 
@@ -171,7 +187,9 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
     c = sub.add_parser("compare", help="run several methods on the same stream and tabulate them", epilog=EPILOG)
     c.add_argument("--methods", default="bl,lure,sp,llf", help="comma-separated methods (default bl,lure,sp,llf)")
-    c.add_argument("--jobs", type=int, default=1, help="methods run at once, each in its own process (default 1)")
+    c.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
+    c.add_argument("--seeds", type=_csv_ints, help="run every method with each seed (e.g. 0,1,2); the table "
+                                                    "gives mean ± std (default: the one --seed)")
     add_run_flags(c)
     c.set_defaults(func=cmd_compare)
     return p

@@ -142,3 +142,40 @@ def test_compare_refuses_a_thread_count_below_one(tmp_path, capsys, jobs):
                  "--out", str(tmp_path / "c")]) == 2
     assert "--threads 0: must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_compare_over_seeds_reports_mean_and_std(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    assert main(["compare", "--methods", "bl,lure", *TINY, "--threads", "1", "--seeds", "0,1", "--jobs", "2",
+                 "--epochs", "1", "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "mean ± std over seeds 0, 1" in table and "4 runs (2 at a time)" in table
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    from lure_fast.report import mean_std
+    for m in ("bl", "lure"):
+        runs = [json.loads((out / m / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+        assert [r["config"]["seed"] for r in runs] == [0, 1]
+        accs = [r["summary"]["test_acc"] for r in runs]
+        cers = [r["summary"]["cer"] for r in runs]
+        entry = summary["methods"][m]
+        assert entry["seeds"] == [0, 1] and entry["test_acc"]["values"] == accs and entry["cer"]["values"] == cers
+        mean, std = mean_std(accs)
+        assert entry["test_acc"]["mean"] == pytest.approx(mean) and entry["test_acc"]["std"] == pytest.approx(std)
+        row = next(line for line in table.splitlines() if line.startswith("| " + ("BL" if m == "bl" else "LURE")))
+        assert f"| {mean:.2f} ± {std:.2f} |" in row
+        assert f"{sum(cers) / 2:.0f} ± {mean_std(cers)[1]:.0f}" in row
+    # the seed reaches the run: another seed, another stream and initialisation
+    bl0, bl1 = (json.loads((out / "bl" / f"seed-{s}" / "results.json").read_text()) for s in (0, 1))
+    assert [m["test_errors"] for m in bl0["megabatches"]] != [m["test_errors"] for m in bl1["megabatches"]]
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--seed", "1", "--seeds", "0,1"], "--seed and --seeds both given"),
+    (["--seeds", "0,0"], "--seeds 0,0: give distinct seeds"),
+])
+def test_compare_refuses_bad_seed_lists(tmp_path, capsys, args, needle):
+    assert main(["compare", "--methods", "bl", *TINY, *args, "--out", str(tmp_path / "c")]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
