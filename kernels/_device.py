@@ -29,6 +29,30 @@ def counter_uniform(index, k0, k1):
 
 
 @jit
+def logical_index(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
+    """Row-major index, within its part, of the entry at storage offset ``offs`` (int64).
+
+    Row-major parts: ``offs`` itself. Channels-last ``(N, C, H, W)`` parts (memory order N, H, W, C):
+    ``o -> (n, h, w, c) -> ((n * C + c) * H + h) * W + w``, in int64 arithmetic.
+    """
+    if CHANNELS_LAST:
+        c = C.to(tl.int64)
+        h = H.to(tl.int64)
+        w = W.to(tl.int64)
+        wc = w * c
+        hwc = h * wc
+        n_i = offs // hwc
+        r = offs % hwc
+        h_i = r // wc
+        r2 = r % wc
+        w_i = r2 // c
+        c_i = r2 % c
+        return ((n_i * c + c_i) * h + h_i) * w + w_i
+    else:
+        return offs
+
+
+@jit
 def block_span(pid, ranges_ptr, bounds_ptr, n, bound, USE_TABLE: tl.constexpr, BLOCK: tl.constexpr):
     """(offsets, in-range mask, bound) of program ``pid``: its row of the per-block table
     (start, end, bound), or plain ``BLOCK``-sized blocks over ``n`` entries with one ``bound``."""

@@ -5,6 +5,12 @@ row-major order) defines the *global flat index* of an entry, which keys the cou
 generator. When the parts are back-to-back contiguous views of one storage (what
 ``flatten_parameters`` produces), a single 1-D view covers them all and the Triton path runs one
 launch over it instead of one per part.
+
+Otherwise each part is launched on its own. A part that is dense and non-overlapping but not
+row-major (channels-last conv weights) is launched over its memory in storage order, without a
+copy (``part_views``), when every operand of the op has the same sizes and strides, and, for the
+ops that draw from the generator, when the layout is channels-last 4-D (the kernels recover the
+row-major index). Only the remaining cases copy (``contiguous_flat``, ``launch_target``).
 """
 
 from __future__ import annotations
@@ -39,21 +45,86 @@ def same_dtype(parts: Sequence[torch.Tensor], what: str) -> torch.dtype:
     return dtypes.pop()
 
 
-def adjacent_flat(parts: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+def dense_flat(t: torch.Tensor) -> Optional[torch.Tensor]:
+    """A 1-D view of ``t``'s memory in storage order if ``t`` is dense and non-overlapping (a
+    permutation of a contiguous layout, e.g. channels-last), else None. No data is copied.
+    For a contiguous ``t`` this is ``t.view(-1)`` (storage order == row-major order)."""
+    if t.is_contiguous():
+        return t.view(-1)
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return None
+        expected *= size
+    return torch.as_strided(t.detach(), (t.numel(),), (1,), t.storage_offset())
+
+
+def read_flat(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a 1-D tensor for an order-independent read (histograms, counts): its memory in
+    storage order when ``t`` is dense (no copy), else a contiguous copy."""
+    flat = dense_flat(t)
+    return flat if flat is not None else t.contiguous().view(-1)
+
+
+def channels_last_chw(t: torch.Tensor) -> Optional[tuple[int, int, int]]:
+    """``(C, H, W)`` when ``t`` is 4-D, channels-last and not (row-major) contiguous, else None."""
+    if t.dim() != 4 or t.is_contiguous() or not t.is_contiguous(memory_format=torch.channels_last):
+        return None
+    return int(t.shape[1]), int(t.shape[2]), int(t.shape[3])
+
+
+ROW_MAJOR = (1, 1, 1)  # the (C, H, W) kernel arguments when storage order is row-major order
+
+
+def part_views(operands: Sequence[torch.Tensor], indexed: bool):
+    """How to launch an element-wise kernel over one part in place, without copies.
+
+    ``operands``: the tensors of the part the kernel reads or writes (``operands[0]`` is the one
+    whose layout defines the entries' indices). ``indexed``: the kernel needs each entry's row-major
+    index (it draws from the generator).
+
+    Returns ``(views, chw, channels_last)``: 1-D views of the operands and the kernel's layout
+    arguments, or None when a copy is needed. All operands contiguous: their row-major views
+    (``channels_last`` False). Otherwise all operands must share sizes and strides and be dense
+    (then storage position ``i`` is the same entry in every operand); an indexed op further needs
+    the channels-last 4-D layout, whose ``(C, H, W)`` let the kernel recover the row-major index.
+    """
+    if all(t.is_contiguous() for t in operands):
+        return [t.view(-1) for t in operands], ROW_MAJOR, False
+    first = operands[0]
+    if any(t.shape != first.shape or t.stride() != first.stride() for t in operands[1:]):
+        return None
+    chw = channels_last_chw(first)
+    if indexed and chw is None:
+        return None
+    flat = dense_flat(first)
+    if flat is None:
+        return None
+    views = [flat] + [dense_flat(t) for t in operands[1:]]
+    return views, (chw or ROW_MAJOR), chw is not None
+
+
+def adjacent_flat(parts: Sequence[torch.Tensor], dense: bool = False) -> Optional[torch.Tensor]:
     """A 1-D view spanning ``parts`` if they are contiguous, of one dtype, and laid back to back
-    in one storage in list order; else None. No data is copied."""
+    in one storage in list order; else None. No data is copied.
+
+    ``dense=True`` (order-independent reads only, e.g. histograms): the parts may be any dense,
+    non-overlapping layout (channels-last) as long as their memory spans are back to back; the
+    view then covers their entries in storage order, not in row-major order."""
     parts = [t for t in parts if t.numel() > 0]
     if not parts:
         return None
     first = parts[0]
     if len(parts) == 1:
-        return first.view(-1) if first.is_contiguous() else None
+        if first.is_contiguous():
+            return first.view(-1)
+        return dense_flat(first) if dense else None
     storage = first.untyped_storage().data_ptr()
     size = first.element_size()
     expected = first.data_ptr()
     for t in parts:
         if (
-            not t.is_contiguous()
+            not (dense_flat(t) is not None if dense else t.is_contiguous())
             or t.dtype != first.dtype
             or t.untyped_storage().data_ptr() != storage
             or t.data_ptr() != expected
@@ -136,6 +207,8 @@ def like_parts(x: TensorOrSeq, ref: Parts, what: str) -> Parts:
     if isinstance(x, torch.Tensor):
         if x.numel() != ref.numel:
             raise ValueError(f"{what}: has {x.numel()} entries, expected {ref.numel}")
+        if len(ref.views) == 1 and x.shape == ref.views[0].shape and not x.is_contiguous():
+            return Parts([x], None)  # the part itself, in its own layout (x.reshape(-1) would copy it)
         flat = x.reshape(-1)
         views, acc = [], 0
         for n in ref.numels:

@@ -6,7 +6,7 @@ import torch
 
 from ._device import to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import adjacent_flat, contiguous_flat, launch_target
+from ._layout import adjacent_flat, contiguous_flat, launch_target, part_views
 from .reference import accumulate_args, accumulate_reference_
 
 _MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
@@ -31,6 +31,12 @@ def _launch(acc: torch.Tensor, grad: torch.Tensor, mode: str) -> None:
     n = acc.numel()
     if n == 0:
         return
+    plan = part_views([acc, grad], indexed=False)
+    if plan is not None:  # both row-major, or both in one dense layout (e.g. channels-last): no copy
+        (acc_view, grad_view), _, _ = plan
+        _accumulate_kernel[(cdiv(n, BLOCK),)](acc_view, grad_view, n, MODE=_MODE_CODE[mode], BLOCK=BLOCK,
+                                              **launch_options())
+        return
     with launch_target(acc) as target:
         _accumulate_kernel[(cdiv(n, BLOCK),)](target, contiguous_flat(grad), n, MODE=_MODE_CODE[mode], BLOCK=BLOCK,
                                               **launch_options())
@@ -46,7 +52,10 @@ def accumulate_(acc, grad, mode: str):
     length (``None`` entries are skipped), of any float dtype, same numel per entry, same device.
     Accumulation is in float32; results are bit-identical to ``accumulate_reference_``.
     One launch when both sides are back-to-back views of one buffer each (``FlatParameters``),
-    else one per tensor. Returns ``acc``.
+    else one per tensor: over its memory in storage order, without a copy, when ``acc`` and ``grad``
+    are both contiguous or share sizes and strides in a dense layout (e.g. both channels-last);
+    only when their layouts differ is a contiguous copy made (of ``grad``, and of ``acc``, which is
+    then copied back). Returns ``acc``.
     """
     accs, grads = accumulate_args(acc, grad, mode)
     if not accs or not use_triton(accs[0]):

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import torch
 
-from ._device import counter_uniform, seed_key, to_float32
+from ._device import counter_uniform, logical_index, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, contiguous_flat, launch_target
+from ._layout import ROW_MAJOR, as_parts, contiguous_flat, launch_target, part_views
 from .reference import check_saliency_args, saliency_out, saliency_reference, saliency_result
 from .rng import kernel_keys
 
 _KIND_CODE = {"snip": 0, "fim": 1, "magnitude": 2, "random": 3}
 
 
-@jit(do_not_specialize=["index_base", "k0", "k1"])
-def _saliency_kernel(out_ptr, w_ptr, acc_ptr, n, index_base, k0, k1, KIND: tl.constexpr, BLOCK: tl.constexpr):
+@jit(do_not_specialize=["index_base", "k0", "k1", "C", "H", "W"])
+def _saliency_kernel(
+    out_ptr, w_ptr, acc_ptr, n, index_base, k0, k1, C, H, W,
+    KIND: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
+):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inb = offs < n
     if KIND == 0:
@@ -27,7 +30,8 @@ def _saliency_kernel(out_ptr, w_ptr, acc_ptr, n, index_base, k0, k1, KIND: tl.co
     elif KIND == 2:
         value = tl.abs(to_float32(tl.load(w_ptr + offs, mask=inb, other=0.0)))
     else:
-        value = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
+        index = logical_index(offs, C, H, W, CHANNELS_LAST)
+        value = counter_uniform(index + index_base, seed_key(k0), seed_key(k1))
     tl.store(out_ptr + offs, value, mask=inb)
 
 
@@ -35,11 +39,27 @@ def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int,
     n = out.numel()
     if n == 0:
         return
+    grid = (cdiv(n, BLOCK),)
+    # the tensors the kernel touches; ``out`` first: its layout defines the entries' indices
+    operands = [out] + ([w] if kind in ("snip", "magnitude") else []) + ([acc] if kind in ("snip", "fim") else [])
+    plan = part_views(operands, indexed=kind == "random")
+    if plan is not None:  # all row-major, or all in one dense layout (e.g. channels-last): no copy
+        views, chw, channels_last = plan
+        o = views[0]
+        # unused pointers (w for fim/random, acc for magnitude/random): as before when row-major, else ``o``
+        w_view = views[1] if kind in ("snip", "magnitude") else (w.view(-1) if w.is_contiguous() else o)
+        acc_view = views[-1] if kind in ("snip", "fim") else w_view
+        _saliency_kernel[grid](
+            o, w_view, acc_view, n, index_base, *keys, *chw,
+            KIND=_KIND_CODE[kind], CHANNELS_LAST=channels_last, BLOCK=BLOCK, **launch_options(),
+        )
+        return
     w = contiguous_flat(w)
     acc = w if acc is None else contiguous_flat(acc)  # unused pointer for magnitude/random
     with launch_target(out, read=False) as target:
-        _saliency_kernel[(cdiv(n, BLOCK),)](
-            target, w, acc, n, index_base, *keys, KIND=_KIND_CODE[kind], BLOCK=BLOCK, **launch_options()
+        _saliency_kernel[grid](
+            target, w, acc, n, index_base, *keys, *ROW_MAJOR,
+            KIND=_KIND_CODE[kind], CHANNELS_LAST=False, BLOCK=BLOCK, **launch_options(),
         )
 
 
@@ -53,12 +73,21 @@ def saliency(kind: str, params, acc=None, seed: int = 0, out=None):
 
     ``params``: a tensor (e.g. ``FlatParameters.data``) or a sequence of tensors, any float dtype.
     ``acc``: float32, one tensor holding the whole concatenation or one tensor per part.
-    ``out``: optional float32 destination with the structure of ``params``; it may be ``acc`` itself
-    (SNIP in place over the accumulator: each entry is read before it is written).
+    ``out``: optional float32 destination with the structure of ``params``, each tensor contiguous or
+    dense in another layout (e.g. channels-last); it may be ``acc`` itself (SNIP in place over the
+    accumulator: each entry is read before it is written).
     Returns float32 saliency with the structure of ``params`` (for a sequence: views of one new
     buffer, so that ``unlearn_`` can treat them as a single flat buffer). ``"fim"`` without ``out``
     returns ``acc`` itself, exactly as passed. Allocates at most the output; bit-identical to
-    ``saliency_reference``.
+    ``saliency_reference``. A new output takes each part's layout when the part is dense (a
+    channels-last weight gets a channels-last saliency), else row-major.
+
+    Launches: one for row-major parts back to back in one buffer; otherwise one per part, over its
+    memory in storage order without a copy when the tensors it touches (``out``, and ``w``/``acc``
+    where the kind reads them) are all contiguous or share sizes and strides in a dense layout;
+    ``"random"`` needs that layout to be row-major or channels-last 4-D (the kernel recovers each
+    entry's row-major index, so the values do not depend on the layout). Any other combination
+    (e.g. channels-last ``w`` with a row-major ``acc``) copies to row-major for that part.
     """
     parts = as_parts(params, what="params")
     if not parts.views or not use_triton(parts.views[0]):

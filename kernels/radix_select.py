@@ -13,7 +13,7 @@ import torch
 
 from ._device import order_key
 from ._dispatch import cdiv, interpreting, jit, launch_options, tl, use_triton
-from ._layout import TensorOrSeq, adjacent_flat, contiguous_flat, same_dtype, tensor_list
+from ._layout import TensorOrSeq, adjacent_flat, read_flat, same_dtype, tensor_list
 from .reference import check_k, kth_smallest_reference
 
 KEY_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
@@ -143,7 +143,9 @@ def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
       a NaN (Triton path: the all-ones-payload NaN, as CUDA's ``kthvalue`` returns).
 
     Triton path (CUDA tensors, or CPU tensors with ``TRITON_INTERPRET=1``) for float32, float16 and
-    bfloat16: radix select, no copy of contiguous inputs, no host sync. Other dtypes and plain CPU
+    bfloat16: radix select, no host sync, and no copy of contiguous or otherwise dense inputs (e.g.
+    channels-last: they are read in storage order, which a k-th smallest does not depend on); only
+    non-dense views (slices with gaps, overlapping strides) are copied. Other dtypes and plain CPU
     tensors: ``kth_smallest_reference`` (``torch.kthvalue`` over a concatenation).
     """
     parts = tensor_list(x, "x")
@@ -154,7 +156,8 @@ def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
     # int32 histograms: past 2**31 entries one bin could overflow, so such inputs take the reference
     if not use_triton(parts[0]) or dtype not in KEY_BITS or sum(t.numel() for t in parts) >= 2**31:
         return kth_smallest_reference(x, k)
-    flat = adjacent_flat(parts)
+    # order-independent: dense parts (channels-last included) are read in storage order, no copy
+    flat = adjacent_flat(parts, dense=True)
     if flat is not None:
         return radix_select([flat], k)
-    return radix_select([contiguous_flat(t) for t in parts], k)
+    return radix_select([read_flat(t) for t in parts if t.numel() > 0], k)

@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from ._layout import Parts, TensorOrSeq, as_parts, check_bounds, like_parts, same_dtype, tensor_list
+from ._layout import Parts, TensorOrSeq, as_parts, check_bounds, dense_flat, like_parts, same_dtype, tensor_list
 
 MASK32 = 0xFFFFFFFF
 _MUL1 = 0x7FEB352D
@@ -159,21 +159,29 @@ def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
 
 
 def saliency_out(kind: str, params: Parts, out) -> Parts:
-    """The output parts of ``saliency``: ``out`` if given (float32, same structure), else one new
-    float32 buffer of the total size, viewed per part."""
+    """The output parts of ``saliency``: ``out`` if given (float32, same structure; each tensor
+    contiguous or dense in its own layout, e.g. channels-last), else one new float32 buffer of the
+    total size, viewed per part in the layout of that part: row-major, or the part's own strides
+    when it is dense but not contiguous (a channels-last weight gets a channels-last saliency)."""
     if out is not None:
         outs = like_parts(out, params, "out")
         for o in tensor_list(out, "out"):
-            if o.dtype != torch.float32 or not o.is_contiguous():
-                raise ValueError(f"out must be contiguous float32, got {o.dtype}")
+            if o.dtype != torch.float32 or dense_flat(o) is None:
+                raise ValueError(f"out must be dense float32, got {o.dtype} with strides {o.stride()}")
+        if isinstance(out, torch.Tensor) and not out.is_contiguous() and outs.views[0] is not out:
+            raise ValueError("out: a single non-contiguous tensor must have the shape of the single part")
         return outs
     device = params.views[0].device
     flat = torch.empty(params.numel, dtype=torch.float32, device=device)
-    views, acc = [], 0
+    views, acc, row_major = [], 0, True
     for t in params.views:
-        views.append(flat[acc : acc + t.numel()].view(t.shape))
+        if t.is_contiguous() or dense_flat(t) is None:
+            views.append(flat[acc : acc + t.numel()].view(t.shape))
+        else:
+            views.append(torch.as_strided(flat, t.shape, t.stride(), acc))
+            row_major = False
         acc += t.numel()
-    return Parts(views, flat)
+    return Parts(views, flat if row_major else None)
 
 
 def saliency_result(params_in, outs: Parts):

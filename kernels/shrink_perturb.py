@@ -5,22 +5,22 @@ from __future__ import annotations
 
 import torch
 
-from ._device import block_span, counter_uniform, round_to, seed_key, to_float32
+from ._device import block_span, counter_uniform, logical_index, round_to, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, check_bounds, launch_target
+from ._layout import ROW_MAJOR, as_parts, check_bounds, launch_target, part_views
 from ._segments import block_table
 from .reference import f32, shrink_perturb_reference_
 from .rng import kernel_keys
 
 
-@jit(do_not_specialize=["index_base", "k0", "k1"])
+@jit(do_not_specialize=["index_base", "k0", "k1", "C", "H", "W"])
 def _shrink_perturb_kernel(
-    w_ptr, ranges_ptr, bounds_ptr, n, index_base, bound, lam, sigma, k0, k1,
-    USE_TABLE: tl.constexpr, BLOCK: tl.constexpr,
+    w_ptr, ranges_ptr, bounds_ptr, n, index_base, bound, lam, sigma, k0, k1, C, H, W,
+    USE_TABLE: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr,
 ):
     offs, inb, b = block_span(tl.program_id(0), ranges_ptr, bounds_ptr, n, bound, USE_TABLE, BLOCK)
     w = to_float32(tl.load(w_ptr + offs, mask=inb, other=0.0))
-    u = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
+    u = counter_uniform(logical_index(offs, C, H, W, CHANNELS_LAST) + index_base, seed_key(k0), seed_key(k1))
     noise = (u * 2.0 - 1.0) * b
     # Three roundings (two products, one sum), like the reference: launches disable FMA contraction.
     tl.store(w_ptr + offs, round_to(w * lam + noise * sigma, w_ptr.dtype.element_ty), mask=inb)
@@ -35,7 +35,10 @@ def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segm
     ``u`` comes from the counter-based generator keyed by ``(seed, global flat index)``, so the noise
     of an entry is the value ``unlearn_`` would give it with the same seed. ``lam``, ``sigma`` and
     the bounds are rounded to float32; the arithmetic is float32, then cast to the parameter dtype.
-    Bit-identical to ``shrink_perturb_reference_``. One launch for a flat buffer.
+    Bit-identical to ``shrink_perturb_reference_``. One launch for a flat buffer; otherwise one per
+    part, in place without a copy for row-major and channels-last 4-D parts (the kernel maps storage
+    offsets to row-major indices, so the noise does not depend on the layout); other layouts are
+    copied to row-major and back.
     """
     parts = as_parts(params, segments)
     if not parts.views or not use_triton(parts.views[0]):
@@ -48,16 +51,26 @@ def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segm
         ranges, bound_table = block_table(parts.numels, bounds, BLOCK, parts.flat.device, 1.0)
         if ranges.shape[0] > 0:
             _shrink_perturb_kernel[(ranges.shape[0],)](
-                parts.flat, ranges, bound_table, parts.numel, 0, 0.0, lam, sigma, k0, k1, USE_TABLE=True, **options
+                parts.flat, ranges, bound_table, parts.numel, 0, 0.0, lam, sigma, k0, k1, *ROW_MAJOR,
+                USE_TABLE=True, CHANNELS_LAST=False, **options
             )
         return None
     for w, bound, offset in zip(parts.views, bounds, parts.offsets):
         n = w.numel()
         if n == 0:
             continue
+        b = f32(1.0 if bound is None else bound)
+        plan = part_views([w], indexed=True)
+        if plan is not None:  # row-major or channels-last: in place, no copy
+            (view,), chw, channels_last = plan
+            _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
+                view, view, view, n, offset, b, lam, sigma, k0, k1, *chw,
+                USE_TABLE=False, CHANNELS_LAST=channels_last, **options,
+            )
+            continue
         with launch_target(w) as target:
             _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
-                target, target, target, n, offset, f32(1.0 if bound is None else bound), lam, sigma, k0, k1,
-                USE_TABLE=False, **options,
+                target, target, target, n, offset, b, lam, sigma, k0, k1, *ROW_MAJOR,
+                USE_TABLE=False, CHANNELS_LAST=False, **options,
             )
     return None

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import torch
 
-from ._device import block_span, counter_uniform, order_key, round_to, seed_key
+from ._device import block_span, counter_uniform, logical_index, order_key, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, check_bounds, contiguous_flat, launch_target, like_parts
+from ._layout import (
+    ROW_MAJOR, adjacent_flat, as_parts, check_bounds, contiguous_flat, launch_target, like_parts, part_views, read_flat,
+)
 from ._segments import block_table
 from .reference import f32, unlearn_count, unlearn_reference_
 from .rng import kernel_keys
 from .radix_select import KEY_BITS, radix_select
 
 
-@jit(do_not_specialize=["index_base", "k0", "k1"])
+@jit(do_not_specialize=["index_base", "k0", "k1", "C", "H", "W"])
 def _unlearn_kernel(
     w_ptr,
     s_ptr,
@@ -32,7 +34,11 @@ def _unlearn_kernel(
     bound,
     k0,
     k1,
+    C,
+    H,
+    W,
     USE_TABLE: tl.constexpr,
+    CHANNELS_LAST: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     offs, inb, b = block_span(tl.program_id(0), ranges_ptr, bounds_ptr, n, bound, USE_TABLE, BLOCK)
@@ -41,7 +47,7 @@ def _unlearn_kernel(
     # Integer keys: s <= threshold exactly as IEEE compares (zeros merged), whatever the FTZ mode;
     # a NaN threshold has the top key, so everything is reset.
     reset = inb & (order_key(s, True) <= order_key(threshold, True))
-    u = counter_uniform(offs + index_base, seed_key(k0), seed_key(k1))
+    u = counter_uniform(logical_index(offs, C, H, W, CHANNELS_LAST) + index_base, seed_key(k0), seed_key(k1))
     fresh = (u * 2.0 - 1.0) * b
     tl.store(w_ptr + offs, round_to(fresh, w_ptr.dtype.element_ty), mask=reset)
     tl.atomic_add(count_ptr, tl.sum(reset.to(tl.int64), 0), sem="relaxed")
@@ -68,7 +74,12 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
 
     Returns the number of entries reset (one host sync). Bit-identical to ``unlearn_reference_``.
     With a flat buffer (or parts that are back-to-back views of one, as ``flatten_parameters``
-    makes them): ``kth_smallest`` passes plus ONE launch for the whole model.
+    makes them): ``kth_smallest`` passes plus ONE launch for the whole model. Otherwise one launch
+    per part, in place without a copy when the part and its saliency are both contiguous or both
+    channels-last 4-D with the same strides (the kernel maps storage offsets to row-major indices,
+    so the reset values do not depend on the layout); any other combination copies the part (and
+    its saliency) to row-major and back. The threshold passes read every saliency part in storage
+    order (no copy for dense layouts; one pass over all parts when they lie back to back).
     """
     parts = as_parts(params, segments)
     if not parts.views or not use_triton(parts.views[0]):
@@ -82,7 +93,9 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
     if s_dtype not in KEY_BITS or any(v.dtype != s_dtype for v in sal.views):
         raise ValueError(f"saliency must be one of {list(KEY_BITS)} (one dtype), got {s_dtype}")
     device = parts.views[0].device
-    s_parts = [sal.flat] if sal.flat is not None else [contiguous_flat(v) for v in sal.views]
+    # the threshold passes are order-independent: saliency parts are read in storage order
+    s_flat = sal.flat if sal.flat is not None else adjacent_flat(sal.views, dense=True)
+    s_parts = [s_flat] if s_flat is not None else [read_flat(v) for v in sal.views if v.numel() > 0]
     threshold = radix_select([p for p in s_parts if p.numel() > 0], k)
     count = torch.zeros(1, dtype=torch.int64, device=device)
     k0, k1 = kernel_keys(seed)
@@ -91,17 +104,25 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
         ranges, bound_table = block_table(parts.numels, bounds, BLOCK, device, None)
         if ranges.shape[0] > 0:
             _unlearn_kernel[(ranges.shape[0],)](
-                parts.flat, sal.flat, ranges, bound_table, threshold, count, parts.numel, 0, 0.0, k0, k1,
-                USE_TABLE=True, **options,
+                parts.flat, sal.flat, ranges, bound_table, threshold, count, parts.numel, 0, 0.0, k0, k1, *ROW_MAJOR,
+                USE_TABLE=True, CHANNELS_LAST=False, **options,
             )
     else:
         for w, s, bound, offset in zip(parts.views, sal.views, bounds, parts.offsets):
             if bound is None or w.numel() == 0:
                 continue
             n = w.numel()
+            plan = part_views([w, s], indexed=True)
+            if plan is not None:  # both row-major, or both channels-last: in place, no copy
+                (w_view, s_view), chw, channels_last = plan
+                _unlearn_kernel[(cdiv(n, BLOCK),)](
+                    w_view, s_view, count, count, threshold, count, n, offset, f32(bound), k0, k1, *chw,
+                    USE_TABLE=False, CHANNELS_LAST=channels_last, **options,
+                )
+                continue
             with launch_target(w) as target:
                 _unlearn_kernel[(cdiv(n, BLOCK),)](
                     target, contiguous_flat(s), count, count, threshold, count, n, offset, f32(bound), k0, k1,
-                    USE_TABLE=False, **options,
+                    *ROW_MAJOR, USE_TABLE=False, CHANNELS_LAST=False, **options,
                 )
     return int(count.item())
