@@ -54,6 +54,14 @@ def unlearn_pool(model: nn.Module, scope: str) -> tuple[list[str], list[torch.Te
             [reinit_bound(p) if "weight" in n else None for n, p in named])
 
 
+def _view_like(buf: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """The 1-D slice ``buf`` viewed with ``p``'s shape, channels-last when ``p`` is (else row-major)."""
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+        n, c, h, w = p.shape
+        return buf.view(n, h, w, c).permute(0, 3, 1, 2)
+    return buf.view(p.shape)
+
+
 def importance(model: nn.Module, params: list[torch.Tensor], cfg, loader, seed: int) -> list[torch.Tensor]:
     """Saliency of each entry of ``params`` (same shapes, fp32). SNIP: |g * w| with g the gradient
     of the loss over pi (paper: summed over all of pi; code: |grad| of the first batch of 100);
@@ -62,10 +70,11 @@ def importance(model: nn.Module, params: list[torch.Tensor], cfg, loader, seed: 
     if cfg.importance in ("magnitude", "random"):
         return K.saliency(cfg.importance, params, seed=seed)
     mode = "square" if cfg.importance == "fim" else ("sum" if cfg.importance_batches == "paper" else "abs")
-    # one contiguous fp32 buffer, viewed per parameter: no layout copies of the accumulators
-    # (parameters are channels-last on CUDA) and a single buffer for the kernels
+    # one fp32 buffer, viewed per parameter in that parameter's layout (channels-last conv weights on
+    # CUDA, whose gradients are channels-last too): the kernels then run over every part in storage
+    # order with no layout copies, and the threshold passes read the whole buffer at once
     flat = torch.zeros(sum(p.numel() for p in params), dtype=torch.float32, device=params[0].device)
-    acc = [a.view(p.shape) for a, p in zip(flat.split([p.numel() for p in params]), params)]
+    acc = [_view_like(a, p) for a, p in zip(flat.split([p.numel() for p in params]), params)]
     was_training = model.training
     model.eval()
     for x, y in loader.epoch(0):
