@@ -20,11 +20,8 @@ def _groups(results) -> dict[str, list[dict]]:
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation (None for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    import statistics
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def _cell(values: list, spec: str) -> str:
