@@ -6,7 +6,10 @@ The grouping is ``BALANCED_RANGES``, inclusive ImageNet class-index ranges as us
 ``robustness`` library (its ``RestrictedImageNetBalanced`` / ``CustomImageNet``; the library's own
 ``RESTRICTED_IMAGNET_RANGES`` is the older, unbalanced 9-class grouping). ImageNet's class index is
 the position of the class's WordNet id in the sorted list of the 1,000 wnid folders; ``WNIDS`` spells
-out the 69 wnids the ranges cover, so a tree holding only those folders maps the same way.
+out the 69 wnids the ranges cover, so a tree holding only those folders maps the same way. The paper
+says "five subclasses each", but the grouping gives the monkeys four (371-374): 69, not 70. Checked
+(2026-11-21) against a public copy of the ``RestrictedImageNetBalanced`` ranges and, wnid by wnid,
+against the standard ``imagenet_class_index.json``.
 
 Layout read: ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*`` (or ``ROOT/test/<wnid>/``); folders
 outside the grouping are ignored. Decoded splits are cached (``.npz`` next to the beton cache), keyed
