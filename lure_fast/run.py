@@ -28,6 +28,7 @@ from .train import Trainer
 from .faults import fault
 
 RESULTS = "results.json"
+PROGRESS = "progress.json"  # the mega-batches finished so far, while a run is under way
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
@@ -265,6 +266,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                 record["reset"], record["forget_seconds"] = f["reset"], f["seconds"]
             record["seconds"] = time.perf_counter() - t0
             results.append(record)
+            write_json(os.path.join(out, PROGRESS), {"config": cfg.to_dict(), "megabatches": results,
+                                                     "summary": summarize(results)})
             bar.line(f"[{name}] mega-batch {i}/{cfg.megabatches}: train {len(mb.train)}  "
                      f"val {record['val_acc']:.2f}  test {record['test_acc']:.2f}  "
                      f"errors {record['test_errors']}  gap {record['gen_gap']:.2f}  {record['seconds']:.1f}s")
@@ -283,6 +286,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                                "image_shape": list(dataset.image_shape)},
                    "megabatches": results, "summary": summarize(results)}
     write_json(os.path.join(out, RESULTS), out_results)
+    if os.path.exists(os.path.join(out, PROGRESS)):
+        os.remove(os.path.join(out, PROGRESS))
     for f in ckpts.list():  # finished: the results are the record, the checkpoints are not needed
         os.remove(os.path.join(out, f))
     return out_results

@@ -49,6 +49,18 @@ def test_kill_and_resume_gives_identical_results(tmp_path, uninterrupted, point)
     assert comparable(json.loads((out / "results.json").read_text())) == uninterrupted
 
 
+def test_progress_holds_the_finished_megabatches_while_a_run_is_under_way(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    killed = run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:3:0"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    progress = comparable(json.loads((out / "progress.json").read_text()))
+    assert progress["config"] == uninterrupted["config"]
+    assert progress["megabatches"] == uninterrupted["megabatches"][:2]  # mega-batches 1 and 2, as they end up
+    assert progress["summary"]["test_acc"] == uninterrupted["megabatches"][1]["test_acc"]
+    assert run_cli(*RUN, "--out", str(out), "--resume").returncode == 0
+    assert (out / "results.json").exists() and not (out / "progress.json").exists()
+
+
 def test_without_resume_an_earlier_run_is_refused_and_left_alone(tmp_path):
     out = tmp_path / "run"
     assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "epoch_end:2:0"}).returncode == -signal.SIGKILL
