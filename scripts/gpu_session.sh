@@ -3,8 +3,9 @@
 # here). Installs nothing but lure-fast itself (no dependencies, offline) and the carried wheels made for
 # that interpreter, then runs the chosen steps in the order given; every step logs into $OUT.
 #
-# Which steps: STEPS, a space-separated list, default "tests kernels loop loaders". RUN_PAPER=1,
-# RUN_FAST=1, RUN_JOBS=1 add paper, fast, jobs to it (the long runs are never in the default);
+# Which steps: STEPS, a space-separated list, default "tests kernels loop loaders" (with MODE=detach, every
+# step: "tests kernels loop loaders paper fast jobs"). RUN_PAPER=1, RUN_FAST=1, RUN_JOBS=1 add paper,
+# fast, jobs to it (in the foreground the long runs are never in the default);
 # SKIP_TESTS=1, SKIP_KERNELS=1, SKIP_LOOP=1, SKIP_LOADERS=1 take a step out; SKIP_GPU=1 runs setup alone
 # (to check it on a machine without a GPU). An unknown name stops the script before setup. Every step
 # not run is recorded in summary.txt with the reason.
@@ -32,22 +33,27 @@
 # paper, fast and jobs need CUDA (COMPARE_DEVICE=cpu runs them on the CPU, to try the script elsewhere).
 #
 # A 30-minute GPU session (device time counts from the machine's start, ~1-2 min, to its release; a call
-# may run 600 s), as `run` tool calls, each with carry [".carry"] and timeout_s 600, one right after the
-# other (a machine stays warm 30 s after a call; after that the next call starts a bare one, and /tmp --
-# the unpacked CIFAR, the paper/fast folders to resume -- is gone):
-#   1. {"command": "bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
-#      setup + tests + kernels + loop + loaders (loaders after loop: it reads loop's train-<gpu>.json)
-#   2. {"command": "STEPS=paper bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
-#      bl and lure concurrently (--jobs 2); if summary.txt says the deadline stopped it, continue with
-#      {"command": "STEPS=paper PAPER_RESUME=1 bash scripts/gpu_session.sh", ...} while the machine is warm
-#      (the whole protocol, 2 x 10.1 M training images at batch 64, may need more calls than the session
-#      has; its checkpoints live in /tmp and go with the machine, so paper-table.md comes only from a
-#      run that finishes)
-#   3. {"command": "STEPS='jobs fast' bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
-#      jobs first (short and all-or-nothing), then fast (resumable: STEPS=fast FAST_RESUME=1)
-# A step the deadline skipped in call 1 (summary.txt: "skipped ... run it in another call") goes into a
-# later call's STEPS, e.g. STEPS="loaders jobs fast". Then commit what came back (the tables are in $OUT,
-# the JSON files in results.tar.gz: tar -xzf results.tar.gz ./results, into benchmarks/results/).
+# may run 600 s; a machine stays warm 30 s after a call, after which the next call starts a bare one and
+# /tmp is gone). The steps together need more than one call, so they run DETACHED: one worker goes through
+# them all in order, in a process session of its own that outlives each call, and every call follows it
+# and brings back what it has so far:
+#   1. {"command": "MODE=detach bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
+#      starts the worker on every step (STEPS narrows them: the default order is tests kernels loop
+#      loaders paper fast jobs) from a copy of the checkout, then follows it for 570 s
+#   2. {"command": "MODE=attach bash scripts/gpu_session.sh", "timeout_s": 600}, again and again, each
+#      within 30 s of the last (rc 3: still running; 0: finished; 4: no worker, the machine was a fresh
+#      one). Give the last one WAIT_S (e.g. MODE=attach WAIT_S=300) so that it returns before the
+#      session's device time (status: budget_left_s) runs out: a call cut off brings nothing back.
+# Every attach returns summary.txt (a line per finished step), session.log, worker.log, tables.md (every
+# result table so far) and results.tar.gz (every finished step's logs and results, the log of the step
+# under way, and under inflight/ the progress.json of the paper/fast runs under way: their finished
+# mega-batches, so even a protocol the session cannot finish leaves its first mega-batches). In the
+# worker, DEADLINE_S is WORKER_DEADLINE_S (default 1750 s), so no step is cut for a call's limit.
+# Without MODE (foreground), the steps run inside the call itself, stopped at DEADLINE_S (570 s):
+#   {"command": "STEPS='kernels loop' bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
+# and PAPER_RESUME=1 / FAST_RESUME=1 continue a paper/fast run that an earlier call's deadline stopped.
+# Then commit what came back (the tables are in $OUT, the JSON files in results.tar.gz: tar -xzf
+# results.tar.gz ./results, into benchmarks/results/).
 #
 # Why an install: pyproject maps lure_fast.kernels to kernels/ and lure_fast.loaders to loaders/, so a plain
 # checkout on PYTHONPATH lacks both. PYTHONSAFEPATH=1 keeps `python3 -m ...` from putting the repo root
@@ -56,7 +62,7 @@
 # it (SETUPTOOLS_USE_DISTUTILS=local, setuptools is on the GPU image); without one, setup adds a minimal
 # distutils.log to PYTHONPATH.
 #
-# What comes back ($OUT, at most 8 files): summary.txt, session.log, results.tar.gz (every step's log and
+# What comes back in the foreground ($OUT, at most 8 files): summary.txt, session.log, results.tar.gz (every step's log and
 # result files, rewritten after each step), and the result tables of the steps run (unlearn-*.md,
 # train-*.md, loaders-*.md, paper-table.md, fast-table.md, compare-jobs-*.md): keep a call to at most
 # five table-writing steps. Steps stop at DEADLINE_S (default 570 s) after the start, so the files are
@@ -99,6 +105,109 @@ for s in $steps; do
     case " ${chosen[*]-} " in *" $s "*) continue ;; esac  # named twice: once
     chosen+=("$s")
 done
+
+# ------------------------------------------------------------------ detached sessions
+# MODE=detach starts the steps as a worker in a process session of its own (setsid), which outlives the
+# call, and then follows it like MODE=attach; MODE=attach follows a running worker for WAIT_S seconds
+# (default: what is left of DEADLINE_S) and brings back what it has so far. $BG holds the worker's files.
+MODE=${MODE:-foreground}
+BG=${BG:-/tmp/gpu-bg}
+case $MODE in
+    foreground|worker|detach|attach) ;;
+    *) echo "gpu_session: unknown MODE '$MODE'; choose foreground (the default), detach or attach" >&2; exit 2 ;;
+esac
+
+worker_alive() { [ -f "$BG/worker.pid" ] && kill -0 "$(cat "$BG/worker.pid")" 2>/dev/null; }
+
+# collect: what the worker has so far, into $OUT (5 files): summary.txt, session.log, worker.log, tables.md
+# (every result table, one after another) and results.tar.gz (the worker's stage: every step's log and
+# result files, the log of the step under way as far as it got; under inflight/, the progress.json of
+# the runs under way: their finished mega-batches)
+collect() {
+    local f d p rel
+    for f in summary.txt session.log; do [ -f "$BG/out/$f" ] && cp "$BG/out/$f" "$OUT/"; done
+    [ -f "$BG/worker.log" ] && cp "$BG/worker.log" "$OUT/"
+    : >"$OUT/tables.md"
+    for f in "$BG"/out/*.md; do
+        [ -f "$f" ] && printf '<!-- %s -->\n%s\n\n' "$(basename "$f")" "$(cat "$f")" >>"$OUT/tables.md"
+    done
+    rm -rf "$BG/inflight"
+    mkdir -p "$BG/inflight" "$BG/stage"
+    for d in $(cat "$BG/dirs" 2>/dev/null); do
+        [ -d "$d" ] || continue
+        while IFS= read -r p; do
+            rel=$(basename "$d")/${p#"$d"/}
+            mkdir -p "$BG/inflight/$(dirname "$rel")" && cp "$p" "$BG/inflight/$rel"
+        done < <(find "$d" -name progress.json)
+    done
+    tar -czf "$OUT/results.tar.gz" -C "$BG/stage" . -C "$BG" inflight
+}
+
+attach() {
+    local wait_s=${WAIT_S:-$((DEADLINE_S - (SECONDS - START)))} t0=$SECONDS seen=0 n last=0 rc
+    mkdir -p "$OUT"
+    if [ ! -f "$BG/worker.pid" ]; then
+        echo "gpu_session: no detached session in $BG (a fresh machine: /tmp is gone with the last one); start one with MODE=detach" | tee "$OUT/summary.txt" >&2
+        exit 4
+    fi
+    echo "[attach] following the worker (pid $(cat "$BG/worker.pid")) in $BG for at most ${wait_s}s"
+    while :; do
+        if [ -f "$BG/out/summary.txt" ]; then  # the steps finished since the last look
+            n=$(wc -l <"$BG/out/summary.txt")
+            [ "$n" -gt "$seen" ] && sed -n "$((seen + 1)),${n}p" "$BG/out/summary.txt" | sed 's/^/[attach] /'
+            seen=$n
+        fi
+        [ -f "$BG/done" ] && break
+        if ! worker_alive; then
+            echo "[attach] the worker is gone without finishing (killed?); see worker.log"
+            break
+        fi
+        [ $((SECONDS - t0)) -ge "$wait_s" ] && break
+        if [ $((SECONDS - last)) -ge 60 ] && [ -f "$BG/out/session.log" ]; then  # a sign of life each minute
+            echo "[attach +$((SECONDS - t0))s] $(tail -n 1 "$BG/out/session.log" | tr '\r' '\n' | tail -n 1 | cut -c1-200)"
+            last=$SECONDS
+        fi
+        sleep 5
+    done
+    collect
+    if [ -f "$BG/done" ]; then
+        rc=$(cat "$BG/done")
+        echo "[attach] the worker finished (rc=$rc) after $(( $(date +%s) - $(stat -c %Y "$BG/worker.pid") ))s; everything is in \$OUT"
+        exit "$rc"
+    elif worker_alive; then
+        echo "[attach] the worker is still running: call MODE=attach again within 30 s, or the machine goes back"
+        exit 3
+    fi
+    exit 5
+}
+
+if [ "$MODE" = attach ]; then
+    attach
+elif [ "$MODE" = detach ]; then
+    if worker_alive; then
+        echo "gpu_session: a worker is already running in $BG (pid $(cat "$BG/worker.pid")); follow it with MODE=attach" >&2
+        exit 2
+    fi
+    rm -rf "$BG"
+    mkdir -p "$BG/out"
+    echo "$PAPER_DIR $FAST_DIR $JOBS_DIR" >"$BG/dirs"
+    # the worker runs from a copy of the checkout (with .carry): a later call re-sends the working tree,
+    # which must not change the scripts, benchmarks or result files of a worker under way
+    mkdir -p "$BG/repo"
+    tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=__pycache__ -cf - . | tar -C "$BG/repo" -xf - || exit 1
+    [ -n "${STEPS:-}" ] || chosen=($ALL_STEPS)  # detached, every step unless STEPS names some
+    # the worker: this script in a process session of its own, which the end of the call does not kill
+    launch=(setsid)
+    command -v setsid >/dev/null || launch=($PY -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])')
+    env MODE=worker STEPS="${chosen[*]}" OUT="$BG/out" STAGE="$BG/stage" DEADLINE_S="${WORKER_DEADLINE_S:-1750}" \
+        "${launch[@]}" bash "$BG/repo/scripts/gpu_session.sh" </dev/null >"$BG/worker.log" 2>&1 &
+    echo $! >"$BG/worker.pid"
+    echo "[detach] worker pid $! runs: ${chosen[*]}"
+    sleep 2
+    attach
+fi
+# the worker leaves its exit status in $BG/done for attach
+[ "$MODE" = worker ] && trap 'echo $? >"$BG/done"' EXIT
 
 mkdir -p "$OUT"
 rm -rf "$STAGE"

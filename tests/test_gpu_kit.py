@@ -253,3 +253,43 @@ def test_session_refuses_an_unknown_step_before_any_work(tmp_path):
                        env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), "STEPS": "tests paperz"})
     assert p.returncode == 2 and "unknown step 'paperz'" in p.stderr
     assert not (tmp_path / "out").exists()
+
+
+def session(tmp_path, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu_session.sh")], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out"), **env})
+
+
+def test_session_refuses_an_unknown_mode(tmp_path):
+    p = session(tmp_path, MODE="detached")
+    assert p.returncode == 2 and "unknown MODE 'detached'" in p.stderr and not (tmp_path / "out").exists()
+
+
+def test_attach_without_a_worker_says_so(tmp_path):
+    p = session(tmp_path, MODE="attach", BG=str(tmp_path / "bg"))
+    assert p.returncode == 4 and "no detached session" in p.stderr and "MODE=detach" in p.stderr
+    assert "no detached session" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+def test_detach_leaves_a_running_worker_alone(tmp_path):
+    bg = tmp_path / "bg"
+    (bg / "out").mkdir(parents=True)
+    (bg / "out" / "summary.txt").write_text("kernels rc=0 seconds=100\n")
+    worker = subprocess.Popen(["sleep", "60"])  # stands for a worker under way
+    try:
+        (bg / "worker.pid").write_text(f"{worker.pid}\n")
+        p = session(tmp_path, MODE="detach", BG=str(bg))
+        assert p.returncode == 2 and f"already running in {bg} (pid {worker.pid})" in p.stderr
+        assert (bg / "out" / "summary.txt").read_text() == "kernels rc=0 seconds=100\n"  # nothing lost
+        # attach follows it for WAIT_S and brings back what there is, saying it still runs
+        p = session(tmp_path, MODE="attach", BG=str(bg), WAIT_S="0")
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert "[attach] kernels rc=0" in p.stdout and "still running" in p.stdout
+        assert (tmp_path / "out" / "summary.txt").read_text() == "kernels rc=0 seconds=100\n"
+        assert (tmp_path / "out" / "results.tar.gz").stat().st_size > 0
+    finally:
+        worker.kill()
+        worker.wait()
+    (bg / "done").write_text("0\n")  # a finished worker: attach returns its status at once
+    p = session(tmp_path, MODE="attach", BG=str(bg), WAIT_S="100")
+    assert p.returncode == 0 and "the worker finished (rc=0)" in p.stdout
