@@ -10,7 +10,8 @@ Otherwise each part is launched on its own. A part that is dense and non-overlap
 row-major (channels-last conv weights) is launched over its memory in storage order, without a
 copy (``part_views``), when every operand of the op has the same sizes and strides, and, for the
 ops that draw from the generator, when the layout is channels-last 4-D (the kernels recover the
-row-major index). Only the remaining cases copy (``contiguous_flat``, ``launch_target``).
+row-major index). Only the remaining cases copy (``part_operands`` falls back to
+``copied_operands``; ``launch_target`` for the generator's output).
 """
 
 from __future__ import annotations
@@ -102,6 +103,46 @@ def part_views(operands: Sequence[torch.Tensor], indexed: bool):
         return None
     views = [flat] + [dense_flat(t) for t in operands[1:]]
     return views, (chw or ROW_MAJOR), chw is not None
+
+
+@contextmanager
+def part_operands(operands: Sequence[torch.Tensor], indexed: bool, written: Sequence[int] = (0,),
+                  read_written: bool = True):
+    """1-D views of one part's ``operands`` for an element-wise kernel, and the kernel's layout
+    arguments: yields ``(views, chw, channels_last)``.
+
+    In place, without copies, wherever ``part_views`` allows. Otherwise row-major stand-ins
+    (``copied_operands``), with ``ROW_MAJOR`` and ``channels_last`` False: the kernel then writes
+    contiguous temporaries for the non-contiguous operands at the positions ``written``, copied back
+    into them on exit."""
+    plan = part_views(operands, indexed)
+    if plan is not None:
+        yield plan
+        return
+    with copied_operands(operands, written, read_written) as views:
+        yield views, ROW_MAJOR, False
+
+
+@contextmanager
+def copied_operands(operands: Sequence[torch.Tensor], written: Sequence[int], read_written: bool):
+    """Contiguous 1-D stand-ins for ``operands``: a contiguous operand is its own view; another is
+    copied (an operand at a position in ``written``: a temporary, filled from it unless
+    ``read_written`` is False, as for pure outputs, and copied back into it on exit)."""
+    views, back = [], []
+    for i, t in enumerate(operands):
+        if t.is_contiguous():
+            views.append(t.view(-1))
+            continue
+        if i in written and not read_written:
+            tmp = torch.empty_like(t, memory_format=torch.contiguous_format)
+        else:
+            tmp = t.contiguous()
+        if i in written:
+            back.append((t, tmp))
+        views.append(tmp.view(-1))
+    yield views
+    for t, tmp in back:
+        t.copy_(tmp)
 
 
 def adjacent_flat(parts: Sequence[torch.Tensor], dense: bool = False) -> Optional[torch.Tensor]:
@@ -236,11 +277,6 @@ def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
                 raise ValueError(f"bounds must be >= 0 or None, got {b}")
         out.append(b)
     return out
-
-
-def contiguous_flat(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as a contiguous 1-D tensor to read from (a copy only when ``t`` is not contiguous)."""
-    return t.reshape(-1) if t.is_contiguous() else t.contiguous().reshape(-1)
 
 
 @contextmanager

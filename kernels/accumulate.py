@@ -6,7 +6,7 @@ import torch
 
 from ._device import to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import adjacent_flat, contiguous_flat, launch_target, part_views
+from ._layout import adjacent_flat, part_operands
 from .reference import accumulate_args, accumulate_reference_
 
 _MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
@@ -31,14 +31,9 @@ def _launch(acc: torch.Tensor, grad: torch.Tensor, mode: str) -> None:
     n = acc.numel()
     if n == 0:
         return
-    plan = part_views([acc, grad], indexed=False)
-    if plan is not None:  # both row-major, or both in one dense layout (e.g. channels-last): no copy
-        (acc_view, grad_view), _, _ = plan
+    # in place when both are row-major or share one dense layout (e.g. channels-last), else copies
+    with part_operands([acc, grad], indexed=False) as ((acc_view, grad_view), _, _):
         _accumulate_kernel[(cdiv(n, BLOCK),)](acc_view, grad_view, n, MODE=_MODE_CODE[mode], BLOCK=BLOCK,
-                                              **launch_options())
-        return
-    with launch_target(acc) as target:
-        _accumulate_kernel[(cdiv(n, BLOCK),)](target, contiguous_flat(grad), n, MODE=_MODE_CODE[mode], BLOCK=BLOCK,
                                               **launch_options())
 
 

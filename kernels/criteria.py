@@ -7,7 +7,7 @@ import torch
 
 from ._device import counter_uniform, logical_index, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import ROW_MAJOR, as_parts, contiguous_flat, launch_target, part_views
+from ._layout import as_parts, part_operands
 from .reference import check_saliency_args, saliency_out, saliency_reference, saliency_result
 from .rng import kernel_keys
 
@@ -42,24 +42,14 @@ def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int,
     grid = (cdiv(n, BLOCK),)
     # the tensors the kernel touches; ``out`` first: its layout defines the entries' indices
     operands = [out] + ([w] if kind in ("snip", "magnitude") else []) + ([acc] if kind in ("snip", "fim") else [])
-    plan = part_views(operands, indexed=kind == "random")
-    if plan is not None:  # all row-major, or all in one dense layout (e.g. channels-last): no copy
-        views, chw, channels_last = plan
-        o = views[0]
-        # unused pointers (w for fim/random, acc for magnitude/random): as before when row-major, else ``o``
-        w_view = views[1] if kind in ("snip", "magnitude") else (w.view(-1) if w.is_contiguous() else o)
-        acc_view = views[-1] if kind in ("snip", "fim") else w_view
+    # in place when all are row-major or share one dense layout (e.g. channels-last), else copies
+    with part_operands(operands, indexed=kind == "random", read_written=False) as (views, chw, channels_last):
+        o = views[0]  # also stands for the pointers the kind does not read (w: fim/random; acc: magnitude/random)
+        w_view = views[1] if kind in ("snip", "magnitude") else o
+        acc_view = views[-1] if kind in ("snip", "fim") else o
         _saliency_kernel[grid](
             o, w_view, acc_view, n, index_base, *keys, *chw,
             KIND=_KIND_CODE[kind], CHANNELS_LAST=channels_last, BLOCK=BLOCK, **launch_options(),
-        )
-        return
-    w = contiguous_flat(w)
-    acc = w if acc is None else contiguous_flat(acc)  # unused pointer for magnitude/random
-    with launch_target(out, read=False) as target:
-        _saliency_kernel[grid](
-            target, w, acc, n, index_base, *keys, *ROW_MAJOR,
-            KIND=_KIND_CODE[kind], CHANNELS_LAST=False, BLOCK=BLOCK, **launch_options(),
         )
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ._device import block_span, counter_uniform, logical_index, round_to, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import ROW_MAJOR, as_parts, check_bounds, launch_target, part_views
+from ._layout import ROW_MAJOR, as_parts, check_bounds, part_operands
 from ._segments import block_table
 from .reference import f32, shrink_perturb_reference_
 from .rng import kernel_keys
@@ -60,17 +60,9 @@ def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segm
         if n == 0:
             continue
         b = f32(1.0 if bound is None else bound)
-        plan = part_views([w], indexed=True)
-        if plan is not None:  # row-major or channels-last: in place, no copy
-            (view,), chw, channels_last = plan
+        with part_operands([w], indexed=True) as ((view,), chw, channels_last):  # row-major or channels-last: in place
             _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
                 view, view, view, n, offset, b, lam, sigma, k0, k1, *chw,
                 USE_TABLE=False, CHANNELS_LAST=channels_last, **options,
-            )
-            continue
-        with launch_target(w) as target:
-            _shrink_perturb_kernel[(cdiv(n, BLOCK),)](
-                target, target, target, n, offset, b, lam, sigma, k0, k1, *ROW_MAJOR,
-                USE_TABLE=False, CHANNELS_LAST=False, **options,
             )
     return None

@@ -13,7 +13,7 @@ import torch
 from ._device import block_span, counter_uniform, logical_index, order_key, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
 from ._layout import (
-    ROW_MAJOR, adjacent_flat, as_parts, check_bounds, contiguous_flat, launch_target, like_parts, part_views, read_flat,
+    ROW_MAJOR, adjacent_flat, as_parts, check_bounds, like_parts, part_operands, read_flat,
 )
 from ._segments import block_table
 from .reference import f32, unlearn_count, unlearn_reference_
@@ -112,17 +112,10 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
             if bound is None or w.numel() == 0:
                 continue
             n = w.numel()
-            plan = part_views([w, s], indexed=True)
-            if plan is not None:  # both row-major, or both channels-last: in place, no copy
-                (w_view, s_view), chw, channels_last = plan
+            # in place when both are row-major or both channels-last, else copies
+            with part_operands([w, s], indexed=True) as ((w_view, s_view), chw, channels_last):
                 _unlearn_kernel[(cdiv(n, BLOCK),)](
                     w_view, s_view, count, count, threshold, count, n, offset, f32(bound), k0, k1, *chw,
                     USE_TABLE=False, CHANNELS_LAST=channels_last, **options,
-                )
-                continue
-            with launch_target(w) as target:
-                _unlearn_kernel[(cdiv(n, BLOCK),)](
-                    target, contiguous_flat(s), count, count, threshold, count, n, offset, f32(bound), k0, k1,
-                    *ROW_MAJOR, USE_TABLE=False, CHANNELS_LAST=False, **options,
                 )
     return int(count.item())

@@ -21,7 +21,7 @@ from lure_fast.kernels import (
     unlearn_,
     unlearn_reference_,
 )
-from lure_fast.kernels import _layout, accumulate, criteria, radix_select, shrink_perturb, unlearn
+from lure_fast.kernels import _layout
 
 # 4-D parts channels-last (odd sizes; (7, 6, 1, 1) is channels-last and row-major at once), mixed with
 # a row-major 4-D part, a 2-D and a 1-D part
@@ -68,10 +68,7 @@ def no_copies():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.Tensor, "contiguous", guarded)
-        for module in (accumulate, criteria, radix_select, shrink_perturb, unlearn):
-            for name in ("contiguous_flat", "launch_target"):
-                if hasattr(module, name):
-                    mp.setattr(module, name, fail)
+        mp.setattr(_layout, "copied_operands", fail)  # the ops' fallback (part_operands)
         yield
 
 
@@ -259,3 +256,32 @@ def test_part_views_plans():
     assert _layout.part_views([tr], indexed=True) is None  # index not recoverable: copy
     assert _layout.part_views([gap, gap], indexed=False) is None  # not dense
     assert _layout.dense_flat(gap) is None and _layout.dense_flat(tr).is_contiguous()
+
+
+def test_part_operands_copies_write_back_only_what_the_kernel_writes():
+    cl = torch.randn(4, 5, 2, 3).contiguous(memory_format=CL)
+    row = torch.randn(4, 5, 2, 3)
+    before = cl.clone()
+    with _layout.part_operands([cl, row], indexed=False) as (views, chw, channels_last):  # strides differ
+        assert chw == _layout.ROW_MAJOR and not channels_last
+        assert views[1].data_ptr() == row.data_ptr() and views[0].data_ptr() != cl.data_ptr()
+        assert torch.equal(views[0], before.reshape(-1))  # filled from the operand (read_written)
+        views[0].fill_(2.0)
+    assert (cl == 2.0).all() and cl.is_contiguous(memory_format=CL)  # written back, layout kept
+    other = torch.randn(4, 5, 2, 3).contiguous(memory_format=CL)
+    kept = other.clone()
+    with _layout.part_operands([row, other], indexed=False) as (views, _, _):  # a read operand: a copy
+        views[1].fill_(3.0)
+    assert torch.equal(other, kept)  # never written back
+
+
+def test_snip_in_place_over_accumulators_of_another_layout(device, assert_bitwise_equal):
+    """``out=acc`` (SNIP in place) when the weights are channels-last and the accumulators row-major:
+    the copy path reads ``acc`` before it writes it."""
+    w = make(torch.float32, device, 21)
+    acc = [t.contiguous().abs() for t in make(torch.float32, device, 22)]
+    want = saliency_reference("snip", row_major(w), row_major(acc), seed=0)
+    got = saliency("snip", w, acc, out=acc)
+    assert got is acc
+    for g, r in zip(got, want):
+        assert_bitwise_equal(g.cpu().contiguous(), r)
