@@ -55,11 +55,9 @@ def unlearn_pool(model: nn.Module, scope: str) -> tuple[list[str], list[torch.Te
 
 
 def _view_like(buf: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    """The 1-D slice ``buf`` viewed with ``p``'s shape, channels-last when ``p`` is (else row-major)."""
-    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
-        n, c, h, w = p.shape
-        return buf.view(n, h, w, c).permute(0, 3, 1, 2)
-    return buf.view(p.shape)
+    """The 1-D slice ``buf`` viewed with ``p``'s shape and the strides ``torch.empty_like(p)`` would
+    get: ``p``'s own when ``p`` is dense (e.g. channels-last), else row-major."""
+    return buf.as_strided(p.shape, torch.empty_like(p, device="meta").stride(), buf.storage_offset())
 
 
 def importance(model: nn.Module, params: list[torch.Tensor], cfg, loader, seed: int) -> list[torch.Tensor]:

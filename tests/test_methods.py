@@ -135,6 +135,24 @@ def test_snip_saliency_matches_autograd(batches):
         torch.testing.assert_close(s, e, rtol=1e-4, atol=1e-5 * float(e.abs().max()))
 
 
+@pytest.mark.parametrize("kind", ["snip", "fim"])
+def test_saliency_of_a_channels_last_model_takes_its_layout_and_values(kind):
+    """As on CUDA, where the trainer keeps conv weights channels-last: the accumulators (one buffer)
+    take each parameter's strides, and the saliency equals the row-major model's, value for value."""
+    loader, _, _ = tiny_loader()
+    c = cfg(method="lure", importance=kind)
+    row = make_model()
+    want = importance(row, unlearn_pool(row, "paper")[1], c, loader, seed=0)
+    cl = make_model().to(memory_format=torch.channels_last)
+    params = unlearn_pool(cl, "paper")[1]
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in params)
+    got = importance(cl, params, c, loader, seed=0)
+    assert [g.stride() for g in got] == [p.stride() for p in params]
+    assert len({g.untyped_storage().data_ptr() for g in got}) == 1  # views of one buffer
+    for g, w in zip(got, want):  # the convolutions sum in another order in this layout
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * float(w.abs().max()))
+
+
 def test_fisher_saliency_is_summed_squared_gradients():
     m = make_model()
     loader, imgs, labels = tiny_loader()
