@@ -243,7 +243,7 @@ def test_write_results_reads_the_training_file_of_the_device(bench_loaders, tmp_
 # ----------------------------------------------------------------------------- the shell scripts
 
 
-@pytest.mark.parametrize("script", ["gpu_session.sh", "gpu_bundle.sh"])
+@pytest.mark.parametrize("script", ["gpu_session.sh", "gpu_bundle.sh", "check_gpu_versions.sh"])
 def test_scripts_parse(script):
     subprocess.run(["bash", "-n", str(REPO / "scripts" / script)], check=True)
 
