@@ -48,7 +48,10 @@
 # result table so far) and results.tar.gz (every finished step's logs and results, the log of the step
 # under way, and under inflight/ the progress.json of the paper/fast runs under way: their finished
 # mega-batches, so even a protocol the session cannot finish leaves its first mega-batches). In the
-# worker, DEADLINE_S is WORKER_DEADLINE_S (default 1750 s), so no step is cut for a call's limit.
+# worker, DEADLINE_S is WORKER_DEADLINE_S (default 1750 s), so no step is cut for a call's limit; the
+# steps before paper are capped (TESTS_LIMIT_S 300, KERNELS_LIMIT_S 360, LOOP_LIMIT_S 420,
+# LOADERS_LIMIT_S 180; any step NAME takes a NAME_LIMIT_S, in either mode), so that none can run away
+# with the paper protocol's time.
 # Without MODE (foreground), the steps run inside the call itself, stopped at DEADLINE_S (570 s):
 #   {"command": "STEPS='kernels loop' bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
 # and PAPER_RESUME=1 / FAST_RESUME=1 continue a paper/fast run that an earlier call's deadline stopped.
@@ -199,7 +202,11 @@ elif [ "$MODE" = detach ]; then
     # the worker: this script in a process session of its own, which the end of the call does not kill
     launch=(setsid)
     command -v setsid >/dev/null || launch=($PY -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])')
+    # caps on the steps before paper, so that one running away cannot eat the paper protocol's time
+    # (the benchmarks write their results after every measurement: a capped one keeps what it measured)
     env MODE=worker STEPS="${chosen[*]}" OUT="$BG/out" STAGE="$BG/stage" DEADLINE_S="${WORKER_DEADLINE_S:-1750}" \
+        TESTS_LIMIT_S="${TESTS_LIMIT_S:-300}" KERNELS_LIMIT_S="${KERNELS_LIMIT_S:-360}" \
+        LOOP_LIMIT_S="${LOOP_LIMIT_S:-420}" LOADERS_LIMIT_S="${LOADERS_LIMIT_S:-180}" \
         "${launch[@]}" bash "$BG/repo/scripts/gpu_session.sh" </dev/null >"$BG/worker.log" 2>&1 &
     echo $! >"$BG/worker.pid"
     echo "[detach] worker pid $! runs: ${chosen[*]}"
@@ -230,11 +237,15 @@ step() {
         record "$name" skipped 0 "(only ${left}s left before DEADLINE_S=$DEADLINE_S; run it in another call)"
         return 1
     fi
+    local cap_var=${name^^}_LIMIT_S  # e.g. KERNELS_LIMIT_S: a cap of the step's own, below the deadline
+    cap_var=${cap_var//-/_}
+    local cap=${!cap_var:-}
+    [ -n "$cap" ] && [ "$cap" -lt "$left" ] && left=$cap
     say "$name: $* (at most ${left}s)"
     local t0=$SECONDS rc
     timeout -k 15 "$left" "$@" 2>&1 | tee "$STAGE/logs/$name.log"
     rc=${PIPESTATUS[0]}
-    [ "$rc" -eq 124 ] && say "$name: stopped at the deadline"
+    [ "$rc" -eq 124 ] && say "$name: stopped at its time limit (${left}s)"
     record "$name" "$rc" $((SECONDS - t0))
     pack
     return "$rc"
