@@ -11,7 +11,7 @@ row-major (channels-last conv weights) is launched over its memory in storage or
 copy (``part_views``), when every operand of the op has the same sizes and strides, and, for the
 ops that draw from the generator, when the layout is channels-last 4-D (the kernels recover the
 row-major index). Only the remaining cases copy (``part_operands`` falls back to
-``copied_operands``; ``launch_target`` for the generator's output).
+``copied_operands``).
 """
 
 from __future__ import annotations
@@ -106,43 +106,37 @@ def part_views(operands: Sequence[torch.Tensor], indexed: bool):
 
 
 @contextmanager
-def part_operands(operands: Sequence[torch.Tensor], indexed: bool, written: Sequence[int] = (0,),
-                  read_written: bool = True):
-    """1-D views of one part's ``operands`` for an element-wise kernel, and the kernel's layout
-    arguments: yields ``(views, chw, channels_last)``.
+def part_operands(operands: Sequence[torch.Tensor], indexed: bool, read_first: bool = True):
+    """1-D views of one part's ``operands`` for an element-wise kernel that writes ``operands[0]``,
+    and the kernel's layout arguments: yields ``(views, chw, channels_last)``.
 
-    In place, without copies, wherever ``part_views`` allows. Otherwise row-major stand-ins
-    (``copied_operands``), with ``ROW_MAJOR`` and ``channels_last`` False: the kernel then writes
-    contiguous temporaries for the non-contiguous operands at the positions ``written``, copied back
-    into them on exit."""
+    In place, without copies, wherever ``part_views`` allows; otherwise the row-major stand-ins of
+    ``copied_operands``, with ``ROW_MAJOR`` and ``channels_last`` False."""
     plan = part_views(operands, indexed)
     if plan is not None:
         yield plan
         return
-    with copied_operands(operands, written, read_written) as views:
+    with copied_operands(operands, read_first) as views:
         yield views, ROW_MAJOR, False
 
 
 @contextmanager
-def copied_operands(operands: Sequence[torch.Tensor], written: Sequence[int], read_written: bool):
-    """Contiguous 1-D stand-ins for ``operands``: a contiguous operand is its own view; another is
-    copied (an operand at a position in ``written``: a temporary, filled from it unless
-    ``read_written`` is False, as for pure outputs, and copied back into it on exit)."""
-    views, back = [], []
+def copied_operands(operands: Sequence[torch.Tensor], read_first: bool = True):
+    """Contiguous 1-D stand-ins for ``operands``, ``operands[0]`` being the one a kernel writes: a
+    contiguous operand is its own view, another a contiguous copy; a copy of ``operands[0]`` (left
+    unfilled if ``read_first`` is False, as for pure outputs) is copied back into it on exit."""
+    views = []
     for i, t in enumerate(operands):
         if t.is_contiguous():
             views.append(t.view(-1))
-            continue
-        if i in written and not read_written:
-            tmp = torch.empty_like(t, memory_format=torch.contiguous_format)
+        elif i == 0 and not read_first:
+            views.append(torch.empty_like(t, memory_format=torch.contiguous_format).view(-1))
         else:
-            tmp = t.contiguous()
-        if i in written:
-            back.append((t, tmp))
-        views.append(tmp.view(-1))
+            views.append(t.contiguous().view(-1))
     yield views
-    for t, tmp in back:
-        t.copy_(tmp)
+    first = operands[0]
+    if views[0].data_ptr() != first.data_ptr():
+        first.copy_(views[0].view(first.shape))
 
 
 def adjacent_flat(parts: Sequence[torch.Tensor], dense: bool = False) -> Optional[torch.Tensor]:
@@ -278,14 +272,3 @@ def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
         out.append(b)
     return out
 
-
-@contextmanager
-def launch_target(t: torch.Tensor, read: bool = True):
-    """A contiguous tensor for a kernel to write; when ``t`` is not contiguous (e.g. channels-last), a
-    temporary copy (empty if ``read`` is False, as for pure outputs) that is copied back into ``t``."""
-    if t.is_contiguous():
-        yield t
-        return
-    target = t.contiguous() if read else torch.empty_like(t, memory_format=torch.contiguous_format)
-    yield target
-    t.copy_(target)

@@ -43,7 +43,7 @@ def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int,
     # the tensors the kernel touches; ``out`` first: its layout defines the entries' indices
     operands = [out] + ([w] if kind in ("snip", "magnitude") else []) + ([acc] if kind in ("snip", "fim") else [])
     # in place when all are row-major or share one dense layout (e.g. channels-last), else copies
-    with part_operands(operands, indexed=kind == "random", read_written=False) as (views, chw, channels_last):
+    with part_operands(operands, indexed=kind == "random", read_first=False) as (views, chw, channels_last):
         o = views[0]  # also stands for the pointers the kind does not read (w: fim/random; acc: magnitude/random)
         w_view = views[1] if kind in ("snip", "magnitude") else o
         acc_view = views[-1] if kind in ("snip", "fim") else o

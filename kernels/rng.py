@@ -10,7 +10,7 @@ import torch
 
 from ._device import counter_uniform as _counter_uniform_device, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import launch_target
+from ._layout import copied_operands
 from .reference import counter_uniform_reference, seed_keys, uniform_reference_
 
 
@@ -45,7 +45,7 @@ def uniform_(x: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
         return x
     k0, k1 = kernel_keys(seed)
     n = x.numel()
-    with launch_target(x, read=False) as target:
+    with copied_operands([x], read_first=False) as (target,):  # the kernel's index is row-major: x's own, or a copy's
         _uniform_kernel[(cdiv(n, BLOCK),)](target, n, offset, k0, k1, BLOCK=BLOCK, **launch_options())
     return x
 

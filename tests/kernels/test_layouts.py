@@ -265,7 +265,7 @@ def test_part_operands_copies_write_back_only_what_the_kernel_writes():
     with _layout.part_operands([cl, row], indexed=False) as (views, chw, channels_last):  # strides differ
         assert chw == _layout.ROW_MAJOR and not channels_last
         assert views[1].data_ptr() == row.data_ptr() and views[0].data_ptr() != cl.data_ptr()
-        assert torch.equal(views[0], before.reshape(-1))  # filled from the operand (read_written)
+        assert torch.equal(views[0], before.reshape(-1))  # filled from the operand (read_first)
         views[0].fill_(2.0)
     assert (cl == 2.0).all() and cl.is_contiguous(memory_format=CL)  # written back, layout kept
     other = torch.randn(4, 5, 2, 3).contiguous(memory_format=CL)
