@@ -13,7 +13,8 @@
 #   setup    always: CIFAR-10 JPEG unpacked to $CIFAR (/tmp/cifar10-jpeg) unless already there; the carried
 #            wheels whose tags fit the interpreter (others skipped with a message) and lure-fast installed
 #            into $SITE (/tmp/site) with pip --target; imports checked (ffcv reported, optional)
-#   tests    python3 -m pytest -m gpu tests                     TESTS_ARGS adds pytest arguments
+#   tests    python3 -m pytest -m gpu tests                     TESTS_ARGS adds pytest arguments; with
+#            pytest-xdist there, in TESTS_WORKERS (4) processes (the CPU suite passes under -n 2 here)
 #   kernels  benchmarks/bench_unlearn.py --benchmark-enable     KERNELS_ARGS likewise -> unlearn-*.md
 #   loop     benchmarks/bench_train.py --benchmark-enable       LOOP_ARGS likewise (-k 64: one batch size;
 #            the results file keeps the other cases of an earlier file carried in benchmarks/results/)
@@ -434,7 +435,10 @@ for s in "${chosen[@]}"; do
     fi
     # shellcheck disable=SC2086  # *_ARGS are lists of arguments
     case $s in
-        tests)   step tests "${PYTEST[@]}" -m gpu tests ${TESTS_ARGS:-} ;;
+        tests)   # in TESTS_WORKERS (4) processes when pytest-xdist is there (it is on the GPU image)
+                 workers=()
+                 $PY -c 'import xdist' 2>/dev/null && workers=(-n "${TESTS_WORKERS:-4}")
+                 step tests "${PYTEST[@]}" "${workers[@]}" -m gpu tests ${TESTS_ARGS:-} ;;
         kernels) step kernels "${PYTEST[@]}" benchmarks/bench_unlearn.py --benchmark-enable ${KERNELS_ARGS:-}
                  copy_results unlearn ;;
         loop)    step loop "${PYTEST[@]}" benchmarks/bench_train.py --benchmark-enable ${LOOP_ARGS:-}
