@@ -124,6 +124,18 @@ def test_results_writer_documented_keys(tmp_path):
     assert md.count("\n| 64 |") == 4 and md.count("\n| 512 |") == 4
 
 
+def test_cudagraph_skips_are_flagged(tmp_path):
+    runs = _fake_runs()
+    for r in runs:
+        r["cudagraph_skips"] = None if r["variant"] != "compiled-cudagraphs" else (2 if r["batch_size"] == 512 else 0)
+    path = bench.write_results(runs, "Some GPU", None, tmp_path)
+    by = {(r["batch_size"], r["variant"]): r for r in json.loads(path.read_text())["runs"]}
+    assert by[(512, "compiled-cudagraphs")]["cudagraph_skips"] == 2 and by[(64, "compiled")]["cudagraph_skips"] is None
+    md = path.with_suffix(".md").read_text()
+    assert "compiled-cudagraphs at batch 512: inductor skipped CUDA graphs 2 time(s)" in md
+    assert "at batch 64: inductor skipped" not in md  # none skipped there: no note
+
+
 def test_results_writer_without_baseline_or_known_peak(tmp_path):
     runs = [r for r in _fake_runs() if r["variant"] == "compiled"]
     p = json.loads(bench.write_results(runs, "Some GPU", None, tmp_path).read_text())
