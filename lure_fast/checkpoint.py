@@ -15,6 +15,7 @@ import os
 import re
 import struct
 import threading
+import time
 
 import torch
 
@@ -85,12 +86,14 @@ class Checkpointer:
 
     def __init__(self, folder: str, keep: int = 2):
         self.folder, self.keep, self.writes = folder, keep, 0
+        self.last_save = time.perf_counter()  # when save() was last called (or the Checkpointer made)
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
     def save(self, state: dict, megabatch: int, epoch: int) -> str:
         self.wait()
         self.writes += 1
+        self.last_save = time.perf_counter()
         path = os.path.join(self.folder, checkpoint_name(megabatch, epoch))
         # not a daemon: an interpreter that exits normally finishes the write first
         self._thread = threading.Thread(target=self._write, args=(snapshot(state), path, self.writes),

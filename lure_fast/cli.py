@@ -27,8 +27,12 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--megabatches", type=int, help="number of mega-batches t (paper: 8)")
     g.add_argument("--megabatch-size", type=int, help="samples per mega-batch (default: training set / t)")
     g.add_argument("--buffer-size", type=int, help="buffer replay: samples kept per mega-batch (paper 186)")
+    g.add_argument("--shuffle", dest="shuffle", action="store_const", const=True,
+                   help="permute the training set with the seed before cutting mega-batches (default for "
+                        "ImageFolder trees and the digits)")
     g.add_argument("--no-shuffle", dest="shuffle", action="store_const", const=False,
-                   help="cut mega-batches in the data's own order")
+                   help="cut mega-batches in the data's own order (default for torchvision's CIFAR folders, "
+                        "as SPEC §1 and the authors' code)")
     g = p.add_argument_group("method")
     g.add_argument("--method", help="bl | lure | sp | llf | fc | cold")
     g.add_argument("--importance", help="LURE importance: snip | fim | magnitude | random")
@@ -66,6 +70,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
                                           "| max-autotune | max-autotune-no-cudagraphs")
     g.add_argument("--eval-batch-size", type=int)
     g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0: mega-batch ends only)")
+    g.add_argument("--checkpoint-interval", type=float,
+                   help="and at least this many seconds since the last checkpoint (default 30; 0: none), so "
+                        "short GPU epochs do not wait for the disk; mega-batch ends always checkpoint")
     g.add_argument("--out", help="output folder (default runs/<command>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")

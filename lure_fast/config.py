@@ -33,7 +33,10 @@ class RunConfig:
     megabatches: int = 8
     megabatch_size: int | None = None   # None: training-set size // megabatches
     buffer_size: int = 186              # buffer replay: samples added per mega-batch (paper 186, code 182)
-    shuffle: bool = True                # permute the training set with the seed before cutting
+    shuffle: bool | None = None         # permute the training set with the seed before cutting; None (auto):
+                                        # natural order for torchvision's CIFAR folders (SPEC §1, the
+                                        # authors' order), permuted for everything else (ImageFolder trees
+                                        # list their files class by class)
     # method (SPEC §3, §4)
     method: str = "lure"
     importance: str = "snip"
@@ -67,6 +70,7 @@ class RunConfig:
     compile_mode: str = "auto"          # torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA
     eval_batch_size: int = 1024
     checkpoint_every: int = 1           # epochs between checkpoints; 0: mega-batch boundaries only
+    checkpoint_interval: float = 30.0   # and at least this many seconds since the last one (0: no minimum)
     preset: str | None = None
 
     def milestones(self) -> tuple[int, ...]:
@@ -85,6 +89,10 @@ class RunConfig:
         if self.compile_mode != "auto":
             return self.compile_mode
         return "reduce-overhead" if device_type == "cuda" else "default"
+
+    def shuffled(self, layout: str) -> bool:
+        """Whether the stream permutes the training set before cutting it, for a dataset of ``layout``."""
+        return self.shuffle if self.shuffle is not None else layout not in ("cifar10", "cifar100")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -177,6 +185,7 @@ def validate(cfg: RunConfig) -> None:
     _range("weight_decay", cfg.weight_decay, 0)
     _range("width", cfg.width, 1)
     _range("checkpoint_every", cfg.checkpoint_every, 0)
+    _range("checkpoint_interval", cfg.checkpoint_interval, 0)
     if cfg.image_size is not None:
         _range("image_size", cfg.image_size, 8)
     for m in cfg.milestones():
@@ -185,6 +194,10 @@ def validate(cfg: RunConfig) -> None:
                               f"[1, {cfg.epochs}] (the epochs of a mega-batch)")
     if cfg.dataset == "digits" and cfg.data is not None:
         raise ConfigError("--dataset digits is the embedded data and takes no --data; drop one of them")
+
+
+# settings that change when and how a run is saved or shown, never its results: a resume may change them
+NOT_RESULTS = ("preset", "checkpoint_every", "checkpoint_interval")
 
 
 def diff(a: dict, b: dict) -> list[str]:

@@ -109,7 +109,7 @@ def build_stream(cfg, dataset):
     size = cfg.megabatch_size or n // cfg.megabatches
     try:
         return make_stream(n, cfg.megabatches, size, cfg.replay, cfg.buffer_size,
-                           cfg.importance_fraction, cfg.seed, cfg.shuffle)
+                           cfg.importance_fraction, cfg.seed, cfg.shuffled(dataset.layout))
     except ValueError as e:
         raise C.ConfigError(str(e)) from None
 
@@ -249,7 +249,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                     best = {"val": val["acc"], "train": stats["acc"], "epoch": epoch}
                     trainer.snapshot_best()
                 bar.step(mb=f"{i}/{cfg.megabatches}", loss=f"{stats['loss']:.3f}", val=f"{val['acc']:.1f}")
-                if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs:
+                if (cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0 and epoch + 1 < cfg.epochs
+                        and time.perf_counter() - ckpts.last_save >= cfg.checkpoint_interval):
                     save(i, epoch + 1, True, time.perf_counter() - t0)
                 fault("epoch_end", i, epoch)
             trainer.restore_best()
@@ -303,7 +304,7 @@ def _device_name(device: torch.device) -> str:
 def _check_same(cfg, saved: dict, out: str) -> None:
     defaults = C.RunConfig().to_dict()  # a setting added since the run was saved had its default then
     saved = {**{k: v for k, v in defaults.items() if k not in ("lr_milestones",)}, **saved}
-    differing = [k for k in C.diff(cfg.to_dict(), saved) if k != "preset"]
+    differing = [k for k in C.diff(cfg.to_dict(), saved) if k not in C.NOT_RESULTS]
     if differing:
         pairs = ", ".join(f"{k} (now {cfg.to_dict().get(k)!r}, was {saved.get(k)!r})" for k in differing)
         raise RunError(f"--resume: the settings differ from the run in {out}: {pairs}; "

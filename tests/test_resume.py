@@ -13,7 +13,9 @@ from lure_fast.cli import main
 from lf_helpers import run_cli
 
 # 3 mega-batches x 3 epochs, so unlearning happens twice and each mega-batch has inner epochs
-RUN = ["run", "--method", "lure", "--preset", "tiny", "--megabatches", "3", "--epochs", "3", "--quiet"]
+# --checkpoint-interval 0: a checkpoint after every epoch, however short (the default waits 30 s between them)
+BASE = ["run", "--method", "lure", "--preset", "tiny", "--megabatches", "3", "--epochs", "3"]
+RUN = [*BASE, "--checkpoint-interval", "0", "--quiet"]
 
 
 def comparable(res: dict) -> dict:
@@ -215,3 +217,32 @@ def test_a_checkpoint_holds_the_state_of_when_it_was_saved(tmp_path):
     c.wait()
     saved = Checkpointer.read(str(tmp_path / "ckpt-0001-0000.pt"))
     assert torch.equal(saved["t"], torch.zeros(3)) and torch.equal(saved["nested"][0], torch.zeros(3))
+
+
+@pytest.mark.parametrize("interval,expected", [
+    ("0", [(1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (3, 0), (3, 1), (3, 2)]),  # every epoch and mega-batch
+    ("3600", [(2, 0), (3, 0)]),  # epochs shorter than the interval: mega-batch boundaries only
+])
+def test_checkpoint_interval_skips_epoch_checkpoints_but_never_megabatch_ones(tmp_path, monkeypatch, interval,
+                                                                            expected):
+    import lure_fast.run as run_mod
+
+    saved = []
+    original = run_mod.Checkpointer.save
+    monkeypatch.setattr(run_mod.Checkpointer, "save",
+                        lambda self, state, mb, epoch: saved.append((mb, epoch)) or original(self, state, mb, epoch))
+    assert main([*BASE, "--quiet", "--checkpoint-interval", interval, "--out", str(tmp_path / "run")]) == 0
+    assert saved == expected
+
+
+def test_resume_may_change_how_often_checkpoints_are_written(tmp_path, uninterrupted):
+    out = tmp_path / "run"
+    assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "batch:2:1:0"}).returncode == -signal.SIGKILL
+    resumed = run_cli(*BASE, "--quiet", "--checkpoint-every", "2", "--checkpoint-interval", "5", "--out", str(out),
+                      "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    got = comparable(json.loads((out / "results.json").read_text()))
+    assert (got["config"]["checkpoint_every"], got["config"]["checkpoint_interval"]) == (2, 5.0)
+    def results_only(res):  # the module's fixture is shared: compare copies
+        return {**res, "config": {k: v for k, v in res["config"].items() if not k.startswith("checkpoint_")}}
+    assert results_only(got) == results_only(uninterrupted)

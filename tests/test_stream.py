@@ -74,3 +74,22 @@ def test_shuffled_stream_is_a_seeded_partition():
 def test_bad_stream_settings(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         make_stream(**kwargs)
+
+
+@pytest.mark.parametrize("layout,flag,shuffled", [
+    ("cifar10", None, False), ("cifar100", None, False),  # SPEC §1: the authors' natural order
+    ("imagefolder", None, True), ("digits", None, True),  # class-sorted trees must be permuted
+    ("cifar10", True, True), ("imagefolder", False, False),  # --shuffle / --no-shuffle win
+])
+def test_stream_order_default_follows_the_layout(layout, flag, shuffled):
+    from types import SimpleNamespace
+
+    from lure_fast import config as C
+    from lure_fast.run import build_stream
+
+    cfg = C.resolve({"dataset": "x", "data": "/nowhere", "megabatches": 4, "megabatch_size": 100, "shuffle": flag})
+    ds = SimpleNamespace(layout=layout, train=np.zeros(1000))
+    first = build_stream(cfg, ds)[0]
+    natural = make_stream(1000, 4, 100, "full", shuffle=False)[0]
+    assert cfg.shuffled(layout) is shuffled
+    assert np.array_equal(first.train, natural.train) is not shuffled
