@@ -80,7 +80,7 @@ TRAIN_FLOP = 3.3290e9
 # Dense bf16 tensor-core peak from the vendors' data sheets (FLOP/s), by a fragment of the device
 # name; the first match wins, so specific names come before general ones.
 BF16_DENSE_PEAK = (
-    ("GH200", 989.4e12), ("H200", 989.4e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12),
+    ("GH200", 989.4e12), ("H200 NVL", 835e12), ("H200", 989.4e12), ("H100 NVL", 835e12), ("H100 PCIe", 756e12),
     ("H100", 989.4e12),  # SXM ('NVIDIA H100 80GB HBM3')
     ("A100", 312e12), ("L40S", 362.05e12), ("L4", 121e12),
 )
@@ -113,6 +113,7 @@ class Loop:
     warm_up: Callable[[], int]
     evaluate: Callable[[], int] | None
     model: torch.nn.Module
+    loader_workers: int | None = None  # DataLoader worker processes, for (a)
 
 
 def epoch_indices(dataset, images: int, seed: int = 0) -> np.ndarray:
@@ -162,7 +163,7 @@ def authors_loop(dataset, batch_size: int, device, images: int, width: int = 64,
             n += int(y.shape[0])
         return n
 
-    return Loop("authors-fp32", batch_size, epoch, lambda: epoch(0, warm), evaluate, model)
+    return Loop("authors-fp32", batch_size, epoch, lambda: epoch(0, warm), evaluate, model, backend.workers)
 
 
 def trainer_loop(variant: str, dataset, batch_size: int, device, images: int, width: int = 64,
@@ -209,17 +210,19 @@ def build_loop(variant: str, dataset, batch_size: int, device, images: int = EPO
 # ----------------------------------------------------------------------------- measuring
 
 
-def peak_memory(fn, device) -> tuple[int | None, int | None]:
-    """(peak bytes allocated while ``fn()`` ran, bytes allocated before it); (None, None) off CUDA."""
+def peak_memory(fn, device) -> tuple[int | None, int | None, int | None]:
+    """(peak bytes allocated while ``fn()`` ran, bytes allocated before it, peak bytes reserved by the
+    caching allocator); (None, None, None) off CUDA. The reserved peak also holds what CUDA graphs keep
+    in their private pools, which replays use without it counting as allocated."""
     if torch.device(device).type != "cuda":
         fn()
-        return None, None
+        return None, None, None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
     fn()
     torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated(), before
+    return torch.cuda.max_memory_allocated(), before, torch.cuda.max_memory_reserved()
 
 
 def images_per_s(fn, device, passes: int = 2) -> float:
@@ -280,7 +283,8 @@ def extrapolate_protocol(train_images_per_s: float, eval_images_per_s: float | N
         "text": (f"Extrapolated, not measured: {loop} would take about {total / 3600:.2f} h for the whole Table-1 "
                  f"protocol ({PROTOCOL_TRAIN_IMAGES / 1e6:.1f} M training images at {train_images_per_s:,.0f} "
                  f"images/s, {PROTOCOL_EVAL_IMAGES / 1e6:.1f} M evaluation images at {rate}); start-up, "
-                 f"compilation, unlearn steps and checkpoints not included."),
+                 f"compilation, unlearn steps and checkpoints not included. Training alone: "
+                 f"{train_s / 3600:.2f} h."),
     }
 
 
@@ -290,7 +294,8 @@ def extrapolate_authors_protocol(images_per_s_a: float, eval_images_per_s: float
 
 
 MEASURED = ("variant", "batch_size", "images_per_s", "epoch_s", "epoch_s_min", "rounds", "peak_memory_bytes",
-            "resident_memory_bytes", "warmup_s", "eval_images_per_s", "cudagraph_skips")
+            "peak_reserved_bytes", "resident_memory_bytes", "warmup_s", "eval_images_per_s", "cudagraph_skips",
+            "loader_workers")
 
 
 def results_path(device_name: str, out_dir: Path = RESULTS_DIR) -> Path:
@@ -384,17 +389,21 @@ def _markdown(p: dict) -> str:
         f"dense bf16 peak: data sheet {_fmt(spec, ',.0f', 1e-12, 'unknown')} TFLOP/s, measured 8192^3 bf16 "
         f"matrix product {_fmt(measured, ',.0f', 1e-12, 'not measured')} TFLOP/s. Peak memory: "
         "`torch.cuda.max_memory_allocated` over an epoch (model, optimizer, activations; for (b)-(d) also the "
-        "whole uint8 dataset on the GPU, about 184 MB). Eval: 10,000 test images, (a) at the training batch size, "
+        "whole uint8 dataset on the GPU, about 184 MB); reserved: `max_memory_reserved`, which also counts "
+        "CUDA graphs' private pools. TF32 for fp32 (a): cuDNN "
+        f"{p.get('cudnn_allow_tf32', '?')}, matmul {p.get('matmul_allow_tf32', '?')}; (a)'s DataLoader workers: "
+        f"{next((r.get('loader_workers') for r in p['runs'] if r.get('loader_workers')), '?')}. Eval: 10,000 test images, (a) at the training batch size, "
         "(b) at batch 1024.",
         "",
-        "| batch | variant | images/s | x (a) | peak GPU memory (MiB) | TFLOP/s | % of bf16 spec | % of measured peak "
-        "| eval images/s | warm-up (s) |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batch | variant | images/s | x (a) | peak GPU memory (MiB) | reserved (MiB) | TFLOP/s | % of bf16 spec "
+        "| % of measured peak | eval images/s | warm-up (s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in p["runs"]:
         lines.append(
             f"| {r['batch_size']} | {r['variant']} | {r['images_per_s']:,.0f} | {_fmt(r['ratio_to_authors'], '.2f')} | "
-            f"{_fmt(r['peak_memory_bytes'], ',.0f', 2**-20)} | {r['train_tflops']:.1f} | "
+            f"{_fmt(r['peak_memory_bytes'], ',.0f', 2**-20)} | {_fmt(r.get('peak_reserved_bytes'), ',.0f', 2**-20)} | "
+            f"{r['train_tflops']:.1f} | "
             f"{_fmt(r['fraction_of_spec_peak'], '.1f', 100)} | {_fmt(r['fraction_of_measured_peak'], '.1f', 100)} | "
             f"{_fmt(r.get('eval_images_per_s'), ',.0f')} | {_fmt(r.get('warmup_s'), '.1f')} |")
     if p["authors_protocol_batch_64"]:
@@ -436,7 +445,10 @@ class Recorder(list):
             self.peak = matmul_peak()
         meta = {"torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
                 "python": platform.python_version(), "cpu_cores": len(os.sched_getaffinity(0)),
-                "data": str(CIFAR_JPEG.resolve()), "measured": time.strftime("%Y-%m-%d")}
+                "data": str(CIFAR_JPEG.resolve()), "measured": time.strftime("%Y-%m-%d"),
+                # what the fp32 baseline (a) ran with: TF32 makes it faster than strict fp32
+                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
         runs = list(self)
         write_results(runs + earlier_runs(runs, name, torch.__version__), name, self.peak, meta=meta)
 
@@ -454,7 +466,7 @@ def measure(loop: Loop, benchmark, device) -> dict | None:
     t0 = time.perf_counter()
     loop.warm_up()  # compiles, records CUDA graphs
     warmup_s = time.perf_counter() - t0
-    peak, resident = peak_memory(lambda: loop.epoch(0), device)  # one whole untimed epoch
+    peak, resident, reserved = peak_memory(lambda: loop.epoch(0), device)  # one whole untimed epoch
     epochs = iter(range(1, 1_000))
     benchmark.group = f"batch {loop.batch_size}"
     benchmark.extra_info.update(variant=VARIANTS[loop.variant], epoch_images=EPOCH_IMAGES, peak_memory_bytes=peak)
@@ -465,7 +477,8 @@ def measure(loop: Loop, benchmark, device) -> dict | None:
     s = stats.stats
     return {"variant": loop.variant, "batch_size": loop.batch_size, "images_per_s": EPOCH_IMAGES / s.median,
             "epoch_s": s.median, "epoch_s_min": s.min, "rounds": s.rounds,
-            "peak_memory_bytes": peak, "resident_memory_bytes": resident, "warmup_s": warmup_s,
+            "peak_memory_bytes": peak, "peak_reserved_bytes": reserved, "resident_memory_bytes": resident,
+            "warmup_s": warmup_s, "loader_workers": loop.loader_workers,
             "eval_images_per_s": images_per_s(loop.evaluate, device) if loop.evaluate else None,
             # graphs inductor ran without CUDA graphs although asked to (its log says why); (d) only
             "cudagraph_skips": (counters["inductor"]["cudagraph_skips"] - skips

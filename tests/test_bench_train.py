@@ -87,7 +87,9 @@ def _fake_runs():
             ips = 1000.0 * (i + 1) * (2 if batch == 512 else 1)
             runs.append({"variant": variant, "batch_size": batch, "images_per_s": ips,
                          "epoch_s": bench.EPOCH_IMAGES / ips, "epoch_s_min": bench.EPOCH_IMAGES / ips, "rounds": 3,
-                         "peak_memory_bytes": (i + 1) * 2**30, "resident_memory_bytes": 2**28, "warmup_s": 1.0 + i,
+                         "peak_memory_bytes": (i + 1) * 2**30, "peak_reserved_bytes": (i + 2) * 2**30,
+                         "resident_memory_bytes": 2**28, "warmup_s": 1.0 + i,
+                         "loader_workers": 16 if variant == bench.BASELINE else None,
                          "eval_images_per_s": 3000.0 if i < 2 else None})
     return runs
 
@@ -101,7 +103,7 @@ def test_results_writer_documented_keys(tmp_path):
             "product_protocol_batch_64"} <= set(p)
     assert p["peak_bf16_flops"] == {"spec_dense": 989.4e12, "measured_matmul_8192": 800e12}
     assert len(p["runs"]) == 8
-    keys = {"variant", "batch_size", "images_per_s", "epoch_s", "rounds", "peak_memory_bytes",
+    keys = {"variant", "batch_size", "images_per_s", "epoch_s", "rounds", "peak_memory_bytes", "peak_reserved_bytes",
             "resident_memory_bytes", "warmup_s", "eval_images_per_s", "ratio_to_authors", "train_tflops",
             "fraction_of_spec_peak", "fraction_of_measured_peak"}
     for r in p["runs"]:
@@ -122,6 +124,8 @@ def test_results_writer_documented_keys(tmp_path):
     md = path.with_suffix(".md").read_text()
     assert "| batch | variant | images/s | x (a) |" in md and "Extrapolated, not measured" in md
     assert md.count("\n| 64 |") == 4 and md.count("\n| 512 |") == 4
+    assert "| 64 | compiled | 3,000 | 3.00 | 3,072 | 4,096 |" in md  # peak allocated, then reserved (MiB)
+    assert "(a)'s DataLoader workers: 16." in md and "Training alone: " in a["text"]
 
 
 def test_cudagraph_skips_are_flagged(tmp_path):
@@ -158,6 +162,7 @@ def test_authors_protocol_extrapolation():
 def test_spec_peak_by_device_name():
     assert bench.spec_peak("NVIDIA H100 PCIe") == 756e12
     assert bench.spec_peak("NVIDIA H100 80GB HBM3") == bench.spec_peak("NVIDIA H200") == 989.4e12
+    assert bench.spec_peak("NVIDIA H200 NVL") == bench.spec_peak("NVIDIA H100 NVL") == 835e12
     assert bench.spec_peak("NVIDIA L40S") == 362.05e12
     assert bench.spec_peak("Some GPU") is None
 
