@@ -4,7 +4,8 @@
 # that interpreter, then runs the chosen steps in the order given; every step logs into $OUT.
 #
 # Which steps: STEPS, a space-separated list, default "tests kernels loop loaders" (with MODE=detach, every
-# step: "tests kernels loop loaders paper fast jobs"). RUN_PAPER=1, RUN_FAST=1, RUN_JOBS=1 add paper,
+# step, in the order of $DETACH_STEPS: "kernels tests paper loop loaders fast jobs", the paper protocol
+# third so that it gets most of a 30-minute session). RUN_PAPER=1, RUN_FAST=1, RUN_JOBS=1 add paper,
 # fast, jobs to it (in the foreground the long runs are never in the default);
 # SKIP_TESTS=1, SKIP_KERNELS=1, SKIP_LOOP=1, SKIP_LOADERS=1 take a step out; SKIP_GPU=1 runs setup alone
 # (to check it on a machine without a GPU). An unknown name stops the script before setup. Every step
@@ -27,7 +28,7 @@
 #   fast     lure-fast compare --preset fast                    FAST_METHODS (bl,lure), FAST_ARGS (--jobs 2),
 #            FAST_RESUME=1 continues $FAST_DIR (/tmp/lf-fast) -> fast-table.md
 #   jobs     lure-fast compare --methods $JOBS_METHODS (bl,lure,sp,llf) on a short real-CIFAR stream
-#            (JOBS_ARGS, default --preset paper --megabatches 8 --epochs 1), first --jobs 1, then
+#            (JOBS_ARGS, default --preset paper --megabatches 8 --epochs 5), first --jobs 1, then
 #            --jobs $JOBS_CONCURRENT (4), each into its own folder under $JOBS_DIR (/tmp/lf-jobs), each
 #            compiling from empty caches (CIFAR decoded before both); scripts/jobs_report.py writes their
 #            wall times, aggregate images/s and the ratio -> compare-jobs-*.md (and .json in the tarball)
@@ -39,8 +40,8 @@
 # them all in order, in a process session of its own that outlives each call, and every call follows it
 # and brings back what it has so far:
 #   1. {"command": "MODE=detach bash scripts/gpu_session.sh", "carry": [".carry"], "timeout_s": 600}
-#      starts the worker on every step (STEPS narrows them: the default order is tests kernels loop
-#      loaders paper fast jobs) from a copy of the checkout, then follows it for 570 s
+#      starts the worker on every step (STEPS narrows them: the default order is kernels tests paper
+#      loop loaders fast jobs) from a copy of the checkout, then follows it for 570 s
 #   2. {"command": "MODE=attach bash scripts/gpu_session.sh", "timeout_s": 600}, again and again, each
 #      within 30 s of the last (rc 3: still running; 0: finished; 4: no worker, the machine was a fresh
 #      one). Give the last one WAIT_S (e.g. MODE=attach WAIT_S=300) so that it returns before the
@@ -50,7 +51,7 @@
 # under way, and under inflight/ the progress.json of the paper/fast runs under way: their finished
 # mega-batches, so even a protocol the session cannot finish leaves its first mega-batches). In the
 # worker, DEADLINE_S is WORKER_DEADLINE_S (default 1750 s), so no step is cut for a call's limit; the
-# steps before paper are capped (TESTS_LIMIT_S 300, KERNELS_LIMIT_S 360, LOOP_LIMIT_S 420,
+# benchmark and test steps are capped (KERNELS_LIMIT_S 300, TESTS_LIMIT_S 240, LOOP_LIMIT_S 360,
 # LOADERS_LIMIT_S 180; any step NAME takes a NAME_LIMIT_S, in either mode), so that none can run away
 # with the paper protocol's time.
 # Without MODE (foreground), the steps run inside the call itself, stopped at DEADLINE_S (570 s):
@@ -83,19 +84,22 @@ STAGE=${STAGE:-/tmp/gpu-session}
 COMPARE_DEVICE=${COMPARE_DEVICE:-cuda}
 PAPER_DIR=${PAPER_DIR:-/tmp/lf-paper}
 PAPER_METHODS=${PAPER_METHODS:-bl,lure}
-PAPER_ARGS=${PAPER_ARGS:---compile --compile-mode reduce-overhead --jobs 2 --checkpoint-every 5}
+# bl and lure share the GPU (--jobs 2): each run's recorded time is then an upper bound on its time alone
+PAPER_ARGS=${PAPER_ARGS:---compile --compile-mode reduce-overhead --jobs 2}
 FAST_DIR=${FAST_DIR:-/tmp/lf-fast}
 FAST_METHODS=${FAST_METHODS:-bl,lure}
 FAST_ARGS=${FAST_ARGS:---jobs 2}
 JOBS_DIR=${JOBS_DIR:-/tmp/lf-jobs}
 JOBS_METHODS=${JOBS_METHODS:-bl,lure,sp,llf}
-JOBS_ARGS=${JOBS_ARGS:---preset paper --megabatches 8 --epochs 1}
+# 5 epochs per mega-batch (1.0 M training images a run), so compiling (once per process) is not the most of it
+JOBS_ARGS=${JOBS_ARGS:---preset paper --megabatches 8 --epochs 5}
 JOBS_CONCURRENT=${JOBS_CONCURRENT:-4}
 DEADLINE_S=${DEADLINE_S:-570}
 START=$SECONDS
 
 # ------------------------------------------------------------------ which steps
 ALL_STEPS="tests kernels loop loaders paper fast jobs"
+DETACH_STEPS="kernels tests paper loop loaders fast jobs"  # the headline protocol before the long benchmarks
 steps=${STEPS:-tests kernels loop loaders}
 [ -n "${RUN_PAPER:-}" ] && steps="$steps paper"
 [ -n "${RUN_FAST:-}" ] && steps="$steps fast"
@@ -199,15 +203,15 @@ elif [ "$MODE" = detach ]; then
     # which must not change the scripts, benchmarks or result files of a worker under way
     mkdir -p "$BG/repo"
     tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=__pycache__ -cf - . | tar -C "$BG/repo" -xf - || exit 1
-    [ -n "${STEPS:-}" ] || chosen=($ALL_STEPS)  # detached, every step unless STEPS names some
+    [ -n "${STEPS:-}" ] || chosen=($DETACH_STEPS)  # detached, every step unless STEPS names some
     # the worker: this script in a process session of its own, which the end of the call does not kill
     launch=(setsid)
     command -v setsid >/dev/null || launch=($PY -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])')
     # caps on the steps before paper, so that one running away cannot eat the paper protocol's time
     # (the benchmarks write their results after every measurement: a capped one keeps what it measured)
     env MODE=worker STEPS="${chosen[*]}" OUT="$BG/out" STAGE="$BG/stage" DEADLINE_S="${WORKER_DEADLINE_S:-1750}" \
-        TESTS_LIMIT_S="${TESTS_LIMIT_S:-300}" KERNELS_LIMIT_S="${KERNELS_LIMIT_S:-360}" \
-        LOOP_LIMIT_S="${LOOP_LIMIT_S:-420}" LOADERS_LIMIT_S="${LOADERS_LIMIT_S:-180}" \
+        TESTS_LIMIT_S="${TESTS_LIMIT_S:-240}" KERNELS_LIMIT_S="${KERNELS_LIMIT_S:-300}" \
+        LOOP_LIMIT_S="${LOOP_LIMIT_S:-360}" LOADERS_LIMIT_S="${LOADERS_LIMIT_S:-180}" \
         "${launch[@]}" bash "$BG/repo/scripts/gpu_session.sh" </dev/null >"$BG/worker.log" 2>&1 &
     echo $! >"$BG/worker.pid"
     echo "[detach] worker pid $! runs: ${chosen[*]}"
@@ -382,7 +386,8 @@ compare_run() {
     compare_can_run "$name" || return
     [ -n "$resume_asked" ] && [ -n "$(ls -A "$dir" 2>/dev/null)" ] && resume=--resume
     # shellcheck disable=SC2086  # args is a list of flags
-    step "$name" $PY -m lure_fast compare --methods "$methods" --data "$CIFAR" --preset "$preset" \
+    # --dataset cifar10: SPEC's normalisation constants and the name cifar10 (not the folder's cifar10-jpeg)
+    step "$name" $PY -m lure_fast compare --methods "$methods" --dataset cifar10 --data "$CIFAR" --preset "$preset" \
         --device "$COMPARE_DEVICE" --out "$dir" --quiet $resume $args
     mkdir -p "$STAGE/$name"
     for m in ${methods//,/ }; do
@@ -400,7 +405,7 @@ run_jobs() {
     rm -rf "$JOBS_DIR"
     local seq="$JOBS_DIR/sequential" conc="$JOBS_DIR/concurrent" common
     # shellcheck disable=SC2206  # JOBS_ARGS is a list of flags
-    common=(-m lure_fast compare --methods "$JOBS_METHODS" --data "$CIFAR" --device "$COMPARE_DEVICE" --quiet
+    common=(-m lure_fast compare --methods "$JOBS_METHODS" --dataset cifar10 --data "$CIFAR" --device "$COMPARE_DEVICE" --quiet
             --overwrite $JOBS_ARGS)
     # on equal terms: the decoded CIFAR cache filled before either run, and each run compiling from its own
     # empty torch.compile / Triton caches (the first run would otherwise warm them for the second)
