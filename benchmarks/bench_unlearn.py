@@ -6,11 +6,14 @@ Run on a CUDA machine:
 
 For ResNet-18 (11.2 M parameters, 10 classes), ResNet-50 (23.5 M, 10 classes) and
 Wide-ResNet-50-2 (68.9 M, 1000 classes), built by torchvision (exact counts are recorded), it times one unlearn step, from the accumulated gradients ``acc`` to the reset weights
-(SNIP saliency ``|acc * w|``, global threshold, re-initialisation), in four ways:
+(SNIP saliency ``|acc * w|``, global threshold, re-initialisation), in these ways:
 
 - ``fused``: ``saliency("snip", ..., out=s)`` + ``unlearn_`` on the flat parameter buffer (one saliency
   launch into a preallocated buffer, as the trainer writes it over its accumulator; radix-select
   passes; one masked re-initialisation launch);
+- ``fused-lists``: the same two calls on per-tensor lists, the trainer's path (``lure_fast/methods.py``):
+  the parameters stay separate tensors, so saliency and reset take one launch per parameter, while
+  ``acc`` and ``s`` are views of one buffer each (the radix passes read ``s`` in one go);
 - ``fused-reset``: ``unlearn_`` alone (threshold + reset) from a saliency computed beforehand;
 - ``eager``: idiomatic PyTorch: per layer ``abs(acc * w)``, ``cat`` + ``kthvalue`` for the
   threshold, then per layer a mask, a ``uniform_`` draw and a ``where``;
@@ -20,7 +23,9 @@ Wide-ResNet-50-2 (68.9 M, 1000 classes), built by torchvision (exact counts are 
 
 and the memory floor: the bytes an exact step must move (read ``acc`` and ``w`` once to select
 the threshold and once more to mask, write the reset fraction of the weights: 16.8 bytes per
-float32 parameter) over the measured device-to-device copy bandwidth. Time (median), peak extra memory (``torch.cuda.max_memory_allocated`` above the
+float32 parameter) over the measured device-to-device copy bandwidth. The fused path itself moves
+28.8 bytes per parameter (``FUSED_BYTES_PER_PARAM``), so at that bandwidth it cannot come closer than
+28.8 / 16.8 = 1.71x the floor; the results record both. Time (median), peak extra memory (``torch.cuda.max_memory_allocated`` above the
 allocation before the call) and ratios to ``fused`` go to
 ``benchmarks/results/unlearn-<device>.json`` and ``.md``. Nothing here asserts a speed.
 """
@@ -46,7 +51,12 @@ SEED = 0
 MODELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "wide_resnet50_2": "Wide-ResNet-50-2"}
 NUM_CLASSES = {"resnet18": 10, "resnet50": 10, "wide_resnet50_2": 1000}  # the parameter counts quoted above
 # compiled last: from a cold cache it compiles a graph over every layer (minutes for the larger models)
-IMPLS = ["fused", "fused-reset", "eager", "authors", "compiled"]
+IMPLS = ["fused", "fused-lists", "fused-reset", "eager", "authors", "compiled"]
+# Bytes moved per float32 parameter. Floor: read acc and w to select the threshold, again to mask,
+# write the reset fraction. Fused: saliency (read acc and w, write s), three radix passes over s,
+# the reset pass (read s, write the reset fraction; it never reads w).
+FLOOR_BYTES_PER_PARAM = 2 * (4 + 4) + FRACTION * 4
+FUSED_BYTES_PER_PARAM = (4 + 4 + 4) + 3 * 4 + (4 + FRACTION * 4)
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -86,22 +96,23 @@ def authors_unlearn(named_params, accs, fraction):
         p.data[mask] = fresh.view_as(p)[mask]
 
 
-def build(impl: str, model_name: str):
-    """A fresh model on the GPU and a zero-argument callable running one unlearn step on it."""
+def build(impl: str, model_name: str, device: str = "cuda"):
+    """A fresh model on ``device`` and a zero-argument callable running one unlearn step on it."""
     import torchvision
 
     from lure_fast.kernels import flatten_parameters, saliency, unlearn_
 
     torch.manual_seed(0)
-    model = getattr(torchvision.models, model_name)(num_classes=NUM_CLASSES[model_name]).cuda()
+    model = getattr(torchvision.models, model_name)(num_classes=NUM_CLASSES[model_name]).to(device)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     bounds = [kaiming_bound(n, p) for n, p in named]
-    numel = sum(p.numel() for _, p in named)
+    numels = [p.numel() for _, p in named]
+    numel = sum(numels)
     # Accumulated gradients: one flat buffer, as the trainer keeps them.
-    acc = torch.randn(numel, device="cuda", generator=torch.Generator("cuda").manual_seed(1))
+    acc = torch.randn(numel, device=device, generator=torch.Generator(device).manual_seed(1))
     if impl in ("fused", "fused-reset"):
         flat = flatten_parameters(model)
-        sal = torch.empty(numel, device="cuda")  # allocated outside the measured step
+        sal = torch.empty(numel, device=device)  # allocated outside the measured step
         if impl == "fused-reset":
             saliency("snip", flat.data, acc, out=sal)
             return model, numel, lambda: unlearn_(flat, sal, FRACTION, bounds, SEED)
@@ -110,8 +121,11 @@ def build(impl: str, model_name: str):
             unlearn_(flat, saliency("snip", flat.data, acc, out=sal), FRACTION, bounds, SEED)
 
         return model, numel, step
-    accs = [v.view_as(p) for v, (_, p) in zip(acc.split([p.numel() for _, p in named]), named)]
+    accs = [v.view_as(p) for v, (_, p) in zip(acc.split(numels), named)]
     params = [p.detach() for _, p in named]
+    if impl == "fused-lists":
+        sal_views = [v.view_as(p) for v, p in zip(torch.empty(numel, device=device).split(numels), params)]
+        return model, numel, lambda: unlearn_(params, saliency("snip", params, accs, out=sal_views), FRACTION, bounds, SEED)
     if impl == "eager":
         return model, numel, lambda: eager_unlearn(params, accs, bounds, FRACTION)
     if impl == "compiled":
@@ -185,15 +199,15 @@ def write_results(table: dict) -> None:
     bandwidth = _BANDWIDTH[0]
     for entry in table.values():
         n = entry["numel"]
-        floor_bytes = 2 * (4 + 4) * n + FRACTION * 4 * n
-        # What the fused path moves: saliency (read acc, w; write s), 3 radix passes and the mask
-        # pass over s, the reset writes.
-        fused_bytes = (4 + 4 + 4) * n + 3 * 4 * n + 4 * n + FRACTION * 4 * n
+        floor_bytes, fused_bytes = FLOOR_BYTES_PER_PARAM * n, FUSED_BYTES_PER_PARAM * n
         entry["floor"] = {
             "bytes": floor_bytes,
+            "bytes_per_param": FLOOR_BYTES_PER_PARAM,
             "fused_bytes": fused_bytes,
+            "fused_bytes_per_param": FUSED_BYTES_PER_PARAM,
             "copy_bandwidth_Bps": bandwidth,
             "seconds": floor_bytes / bandwidth,
+            "fused_bytes_seconds": fused_bytes / bandwidth,  # the best the fused path's own traffic allows
         }
         fused = entry["impls"].get("fused", {}).get("median_s")
         for stats in entry["impls"].values():
@@ -219,9 +233,13 @@ def write_results(table: dict) -> None:
         f"fraction {FRACTION}, float32 parameters and accumulated gradients; torch {torch.__version__}, triton {triton.__version__}.",
         "From accumulated gradients to reset weights (SNIP saliency, threshold, re-initialisation); `fused` writes "
         "the saliency into a buffer allocated beforehand (the trainer writes it over its gradient accumulator), "
-        "`fused-reset` is `unlearn_` alone. Peak extra memory: allocated by the call beyond its inputs.",
-        "Memory floor: read acc and w twice and write the reset weights (16.8 B/parameter), at the measured copy bandwidth "
-        f"({bandwidth / 1e12:.2f} TB/s).",
+        "`fused-reset` is `unlearn_` alone; `fused-lists` runs the same calls on per-tensor lists, the trainer's path "
+        "(one launch per parameter). Peak extra memory: allocated by the call beyond its inputs.",
+        f"Memory floor: read acc and w twice and write the reset weights ({FLOOR_BYTES_PER_PARAM:.1f} B/parameter), at the "
+        f"measured copy bandwidth ({bandwidth / 1e12:.2f} TB/s). Fused traffic: the fused path moves "
+        f"{FUSED_BYTES_PER_PARAM:.1f} B/parameter (saliency: read acc and w, write s, 12; three radix passes over s, 12; "
+        f"reset: read s, write the reset weights, {4 + FRACTION * 4:.1f}), so at that bandwidth it cannot beat "
+        f"{FUSED_BYTES_PER_PARAM / FLOOR_BYTES_PER_PARAM:.2f}x the floor.",
         "",
         "| model | parameters | implementation | median (ms) | peak extra memory (MiB) | % of parameter bytes "
         "| time / fused |",
@@ -242,6 +260,9 @@ def write_results(table: dict) -> None:
         ratio = f"{floor['seconds'] / fused:.2f}" if fused else "n/a"
         lines.append(f"| {MODELS[model]} | {entry['numel'] / 1e6:.1f} M | memory floor | {floor['seconds'] * 1e3:.3f} | - | - "
                      f"| {ratio} |")
+        traffic = f"{floor['fused_bytes_seconds'] / fused:.2f}" if fused else "n/a"
+        lines.append(f"| {MODELS[model]} | {entry['numel'] / 1e6:.1f} M | fused traffic at copy bandwidth "
+                     f"| {floor['fused_bytes_seconds'] * 1e3:.3f} | - | - | {traffic} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 

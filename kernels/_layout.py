@@ -170,26 +170,34 @@ def adjacent_flat(parts: Sequence[torch.Tensor], dense: bool = False) -> Optiona
     return torch.as_strided(first.detach(), (total,), (1,), first.storage_offset())
 
 
-def check_segments(segments: Sequence[tuple[int, int]], numel: int) -> list[tuple[int, int]]:
-    """Segments must tile ``[0, numel)`` in order, so buffer offset == concatenation offset."""
-    out, expected = [], 0
-    for offset, length in segments:
-        offset, length = int(offset), int(length)
+def check_segments(segments: Sequence[tuple], numel: int) -> tuple[list[tuple[int, int]], Optional[list]]:
+    """A segment table: entries ``(offset, length)``, or ``(offset, length, bound)`` (``Segment``) in
+    every entry, must tile ``[0, numel)`` in order, so buffer offset == concatenation offset.
+    Returns the ``(offset, length)`` pairs and the bounds column (None when the table has none)."""
+    out, bounds, expected = [], [], 0
+    widths = {len(seg) for seg in segments}
+    if not widths <= {2, 3} or len(widths) > 1:
+        raise ValueError("segments: every entry is (offset, length) or every entry (offset, length, bound)")
+    for seg in segments:
+        offset, length = int(seg[0]), int(seg[1])
         if offset != expected or length < 0:
             raise ValueError(f"segments must tile the flat buffer in order: ({offset}, {length}) after {expected}")
         out.append((offset, length))
+        bounds.append(seg[2] if len(seg) == 3 else None)
         expected += length
     if expected != numel:
         raise ValueError(f"segments cover {expected} entries but the flat buffer has {numel}")
-    return out
+    return out, (bounds if widths == {3} else None)
 
 
 @dataclass
 class Parts:
-    """An ordered list of tensors plus, when one exists, a contiguous 1-D view over all of them."""
+    """An ordered list of tensors plus, when one exists, a contiguous 1-D view over all of them,
+    and the reinit bounds a segment table recorded for them (None when it recorded none)."""
 
     views: list[torch.Tensor]
     flat: Optional[torch.Tensor]
+    bounds: Optional[list] = None
 
     @property
     def numels(self) -> list[int]:
@@ -208,14 +216,18 @@ class Parts:
         return sum(self.numels)
 
 
-def as_parts(x, segments: Optional[Sequence[tuple[int, int]]] = None, what: str = "params") -> Parts:
+def as_parts(x, segments: Optional[Sequence[tuple]] = None, what: str = "params") -> Parts:
     """Normalise a parameter-like input.
 
-    Accepted: an object with ``.data`` (1-D) and ``.segments`` (``FlatParameters``); a tensor with an
-    optional segment table (a 1-D contiguous buffer when segments are given; otherwise the whole
-    tensor is one part); a sequence of tensors (each one part).
+    Accepted: an object with ``.data`` (1-D) and ``.segments`` (``FlatParameters``: checked to be
+    still attached, see ``check_attached``); a tensor with an optional segment table (a 1-D
+    contiguous buffer when segments are given; otherwise the whole tensor is one part); a sequence
+    of tensors (each one part). A table's bounds column, if any, becomes ``Parts.bounds``.
     """
     if not isinstance(x, torch.Tensor) and hasattr(x, "segments") and hasattr(x, "data"):
+        check_attached = getattr(x, "check_attached", None)
+        if check_attached is not None:
+            check_attached()  # a stale buffer would be written while the model uses other storage
         segments = x.segments if segments is None else segments
         x = x.data
     if isinstance(x, torch.Tensor):
@@ -223,8 +235,8 @@ def as_parts(x, segments: Optional[Sequence[tuple[int, int]]] = None, what: str 
             return Parts([x], x.view(-1) if x.is_contiguous() else None)
         if x.dim() != 1 or not x.is_contiguous():
             raise ValueError(f"{what}: a segment table needs a contiguous 1-D buffer, got shape {tuple(x.shape)}")
-        segs = check_segments(segments, x.numel())
-        return Parts([x[o : o + n] for o, n in segs], x)
+        segs, bounds = check_segments(segments, x.numel())
+        return Parts([x[o : o + n] for o, n in segs], x, bounds)
     if segments is not None:
         raise ValueError(f"{what}: a segment table goes with a flat tensor, not a sequence")
     views = tensor_list(x, what)
@@ -260,6 +272,7 @@ def like_parts(x: TensorOrSeq, ref: Parts, what: str) -> Parts:
 
 
 def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
+    """``bounds`` as a list of ``nparts`` floats >= 0 or None (ValueError otherwise)."""
     bounds = list(bounds)
     if len(bounds) != nparts:
         raise ValueError(f"bounds: {len(bounds)} entries for {nparts} parts")
@@ -272,3 +285,15 @@ def check_bounds(bounds, nparts: int) -> list[Optional[float]]:
         out.append(b)
     return out
 
+
+def part_bounds(bounds, parts: Parts) -> list[Optional[float]]:
+    """The ``bounds`` argument of an op, checked; when None, the bounds its segment table records
+    (ValueError when there are none: the op would silently reset or perturb by a guessed bound)."""
+    if bounds is None:
+        if parts.bounds is None or all(b is None for b in parts.bounds):
+            raise ValueError(
+                "bounds: none given and the segment table records no reinit bound; pass bounds=, or record "
+                "them with flatten_parameters(..., bounds=...) or FlatParameters.bounds = [...]"
+            )
+        bounds = parts.bounds
+    return check_bounds(bounds, len(parts.views))

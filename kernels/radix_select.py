@@ -22,6 +22,8 @@ PASSES = {32: ((21, 11), (10, 11), (0, 10)), 16: ((8, 8), (0, 8))}
 _BITS_STORE = {32: torch.int32, 16: torch.int16}
 HIST_BLOCK = 2048
 MAX_BINS = 2048
+# One digit bin may receive every entry, and inputs may hold 2**31 entries or more.
+HIST_DTYPE = torch.int64
 
 
 @jit
@@ -36,7 +38,7 @@ def _radix_histogram_kernel(
     BLOCK: tl.constexpr,
     CHUNKS: tl.constexpr,
 ):
-    # One program histograms CHUNKS blocks, then adds its counts to the global histogram:
+    # One program histograms CHUNKS blocks, then adds its counts to the global int64 histogram:
     # one atomic per non-empty bin per program instead of one per entry.
     NBINS: tl.constexpr = 1 << BITS
     pid = tl.program_id(0).to(tl.int64)
@@ -53,7 +55,8 @@ def _radix_histogram_kernel(
             keep = keep & ((key >> (SHIFT + BITS)).to(tl.int64) == prefix)
         counts += tl.histogram(digit, NBINS, mask=keep)
     bins = tl.arange(0, NBINS)
-    tl.atomic_add(hist_ptr + bins, counts, mask=counts > 0, sem="relaxed")
+    # int32 is exact per program (CHUNKS * BLOCK entries at most); the global bins need int64.
+    tl.atomic_add(hist_ptr + bins, counts.to(tl.int64), mask=counts > 0, sem="relaxed")
 
 
 @jit
@@ -70,7 +73,7 @@ def _radix_scan_kernel(
     # state = (prefix of the answer's key, rank of the answer among keys sharing that prefix).
     NBINS: tl.constexpr = 1 << BITS
     bins = tl.arange(0, NBINS)
-    counts = tl.load(hist_ptr + bins).to(tl.int64)
+    counts = tl.load(hist_ptr + bins)
     if FIRST:
         prefix = tl.zeros((), tl.int64)
         rank = tl.zeros((), tl.int64) + k
@@ -102,11 +105,12 @@ def _chunks(n: int) -> int:
 
 def radix_select(parts: list[torch.Tensor], k: int) -> torch.Tensor:
     """k-th smallest (1-based) over contiguous 1-D tensors ``parts`` of one float dtype and device,
-    as a 0-d tensor of that dtype. Launches ``passes * (len(parts) + 1)`` kernels; no host sync."""
+    as a 0-d tensor of that dtype. Any total size (int64 histograms and ranks); launches
+    ``passes * (len(parts) + 1)`` kernels; no host sync."""
     dtype, device = parts[0].dtype, parts[0].device
     key_bits = KEY_BITS[dtype]
     passes = PASSES[key_bits]
-    hist = torch.zeros(len(passes), MAX_BINS, dtype=torch.int32, device=device)
+    hist = torch.zeros(len(passes), MAX_BINS, dtype=HIST_DTYPE, device=device)
     state = torch.empty(2, dtype=torch.int64, device=device)
     out = torch.empty((), dtype=dtype, device=device)
     out_bits = out.view(_BITS_STORE[key_bits])
@@ -153,8 +157,7 @@ def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
         raise ValueError("x: no tensors")
     dtype = same_dtype(parts, "x")
     k = check_k(k, sum(t.numel() for t in parts))
-    # int32 histograms: past 2**31 entries one bin could overflow, so such inputs take the reference
-    if not use_triton(parts[0]) or dtype not in KEY_BITS or sum(t.numel() for t in parts) >= 2**31:
+    if not use_triton(parts[0]) or dtype not in KEY_BITS:
         return kth_smallest_reference(x, k)
     # order-independent: dense parts (channels-last included) are read in storage order, no copy
     flat = adjacent_flat(parts, dense=True)

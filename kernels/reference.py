@@ -30,7 +30,7 @@ from typing import Optional
 
 import torch
 
-from ._layout import Parts, TensorOrSeq, as_parts, check_bounds, dense_flat, like_parts, same_dtype, tensor_list
+from ._layout import Parts, TensorOrSeq, as_parts, dense_flat, like_parts, part_bounds, same_dtype, tensor_list
 
 MASK32 = 0xFFFFFFFF
 _MUL1 = 0x7FEB352D
@@ -41,6 +41,8 @@ U24 = 2.0**-24
 
 ACCUMULATE_MODES = ("abs", "sum", "square")
 SALIENCY_KINDS = ("snip", "fim", "magnitude", "random")
+# what unlearn_ ranks: the dtypes whose bit patterns the radix select orders
+SALIENCY_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 # ----------------------------------------------------------------------------- generator
@@ -266,6 +268,27 @@ def unlearn_count(fraction: float, total: int) -> int:
     return int(fraction * total)
 
 
+def check_saliency_dtype(sal: Parts) -> None:
+    """TypeError unless every saliency part is float32, float16 or bfloat16; ValueError if they mix
+    dtypes. Both paths of ``unlearn_`` check this, so they accept the same inputs."""
+    for v in sal.views:
+        if v.dtype not in SALIENCY_DTYPES:
+            raise TypeError(
+                f"saliency must be one of {[str(d) for d in SALIENCY_DTYPES]}, got {v.dtype}; "
+                "convert it first (e.g. saliency.float())"
+            )
+    if sal.views:
+        same_dtype(sal.views, "saliency")
+
+
+def check_seed(seed) -> int:
+    """The seed of an op that draws reset values: required (it has a default only so that ``bounds``
+    before it may be left out)."""
+    if seed is None:
+        raise TypeError("seed is required: an int keying the counter-based generator")
+    return seed
+
+
 def reset_mask(s: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
     """Entries to reset: ``s <= threshold``; a NaN threshold (k reached the NaNs, which rank last)
     resets everything, NaN saliencies included. Otherwise NaN saliencies are never reset."""
@@ -276,11 +299,13 @@ def reset_mask(s: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def unlearn_reference_(params, saliency, fraction: float, bounds, seed: int, *, segments=None) -> int:
+def unlearn_reference_(params, saliency, fraction: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> int:
     """Reset the ``int(fraction * total)`` least salient entries; see ``unlearn.unlearn_``."""
+    seed = check_seed(seed)
     parts = as_parts(params, segments)
     sal = like_parts(saliency, parts, "saliency")
-    bounds = check_bounds(bounds, len(parts.views))
+    check_saliency_dtype(sal)
+    bounds = part_bounds(bounds, parts)
     k = unlearn_count(fraction, parts.numel)
     if k == 0 or all(b is None for b in bounds):
         return 0
@@ -297,10 +322,11 @@ def unlearn_reference_(params, saliency, fraction: float, bounds, seed: int, *, 
 
 
 @torch.no_grad()
-def shrink_perturb_reference_(params, lam: float, sigma: float, bounds, seed: int, *, segments=None) -> None:
+def shrink_perturb_reference_(params, lam: float, sigma: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> None:
     """In place ``w = lam * w + sigma * noise``; see ``shrink_perturb.shrink_perturb_``."""
+    seed = check_seed(seed)
     parts = as_parts(params, segments)
-    bounds = check_bounds(bounds, len(parts.views))
+    bounds = part_bounds(bounds, parts)
     lam, sigma = f32(lam), f32(sigma)
     for w, bound, offset in zip(parts.views, bounds, parts.offsets):
         if w.numel() == 0:

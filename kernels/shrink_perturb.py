@@ -3,13 +3,15 @@ read-modify-write pass over the flat buffer."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ._device import block_span, counter_uniform, logical_index, round_to, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import ROW_MAJOR, as_parts, check_bounds, part_operands
+from ._layout import ROW_MAJOR, as_parts, part_bounds, part_operands
 from ._segments import block_table
-from .reference import f32, shrink_perturb_reference_
+from .reference import check_seed, f32, shrink_perturb_reference_
 from .rng import kernel_keys
 
 
@@ -27,11 +29,12 @@ def _shrink_perturb_kernel(
 
 
 @torch.no_grad()
-def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segments=None) -> None:
+def shrink_perturb_(params, lam: float, sigma: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> None:
     """In place ``w = lam * w + sigma * noise`` on every entry, ``noise = (2u - 1) * bound``.
 
     ``params``: as for ``unlearn_`` (``FlatParameters``, flat buffer + ``segments``, or a sequence).
     ``bounds``: one float per part; None means a noise bound of 1.0 (the part is still perturbed).
+    Left out (None): the bounds the segment table records, as for ``unlearn_``. ``seed``: required.
     ``u`` comes from the counter-based generator keyed by ``(seed, global flat index)``, so the noise
     of an entry is the value ``unlearn_`` would give it with the same seed. ``lam``, ``sigma`` and
     the bounds are rounded to float32; the arithmetic is float32, then cast to the parameter dtype.
@@ -43,8 +46,8 @@ def shrink_perturb_(params, lam: float, sigma: float, bounds, seed: int, *, segm
     parts = as_parts(params, segments)
     if not parts.views or not use_triton(parts.views[0]):
         return shrink_perturb_reference_(params, lam, sigma, bounds, seed, segments=segments)
-    bounds = check_bounds(bounds, len(parts.views))
-    k0, k1 = kernel_keys(seed)
+    bounds = part_bounds(bounds, parts)
+    k0, k1 = kernel_keys(check_seed(seed))
     lam, sigma = f32(lam), f32(sigma)
     options = dict(BLOCK=BLOCK, **launch_options())
     if parts.flat is not None:

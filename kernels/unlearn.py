@@ -8,17 +8,17 @@ entries; it never reads the parameters. One device sync at the end, for the retu
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from ._device import block_span, counter_uniform, logical_index, order_key, round_to, seed_key
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import (
-    ROW_MAJOR, adjacent_flat, as_parts, check_bounds, like_parts, part_operands, read_flat,
-)
+from ._layout import ROW_MAJOR, adjacent_flat, as_parts, like_parts, part_bounds, part_operands, read_flat
 from ._segments import block_table
-from .reference import f32, unlearn_count, unlearn_reference_
+from .reference import check_saliency_dtype, check_seed, f32, unlearn_count, unlearn_reference_
 from .rng import kernel_keys
-from .radix_select import KEY_BITS, radix_select
+from .radix_select import radix_select
 
 
 @jit(do_not_specialize=["index_base", "k0", "k1", "C", "H", "W"])
@@ -54,15 +54,19 @@ def _unlearn_kernel(
 
 
 @torch.no_grad()
-def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=None) -> int:
+def unlearn_(params, saliency, fraction: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> int:
     """Reinitialise, in place, the ``int(fraction * total)`` least salient parameter entries.
 
-    ``params``: a ``FlatParameters``, a contiguous 1-D buffer with a ``segments`` table of
-    ``(offset, length)`` tiling it, or a sequence of tensors (any float dtype; all modified in place).
+    ``params``: a ``FlatParameters`` (ValueError if its parameters no longer live in its buffer,
+    e.g. after ``module.to(...)``), a contiguous 1-D buffer with a ``segments`` table of
+    ``(offset, length)`` or ``(offset, length, bound)`` tiling it, or a sequence of tensors (any
+    float dtype; all modified in place).
     ``saliency``: one tensor holding the concatenation (e.g. the output of ``saliency`` on the flat
-    buffer) or one tensor per part with matching numel; float32/float16/bfloat16; same device.
+    buffer) or one tensor per part with matching numel; float32/float16/bfloat16 (TypeError for
+    other dtypes, on every path), one dtype, same device.
     ``bounds``: one entry per part/segment: a float >= 0, or None (the part counts towards the
-    threshold but is never reset).
+    threshold but is never reset). Left out (None): the bounds the segment table records
+    (``flatten_parameters(..., bounds=...)``); ValueError if it records none. ``seed``: required int.
 
     threshold = the k-th smallest saliency over all parts (None-bound ones included), with
     ``k = int(fraction * total)``; ``k == 0`` resets nothing. Every entry of a bounded part with
@@ -84,14 +88,13 @@ def unlearn_(params, saliency, fraction: float, bounds, seed: int, *, segments=N
     parts = as_parts(params, segments)
     if not parts.views or not use_triton(parts.views[0]):
         return unlearn_reference_(params, saliency, fraction, bounds, seed, segments=segments)
+    seed = check_seed(seed)
     sal = like_parts(saliency, parts, "saliency")
-    bounds = check_bounds(bounds, len(parts.views))
+    check_saliency_dtype(sal)
+    bounds = part_bounds(bounds, parts)
     k = unlearn_count(fraction, parts.numel)
     if k == 0 or all(b is None for b in bounds):
         return 0
-    s_dtype = sal.views[0].dtype
-    if s_dtype not in KEY_BITS or any(v.dtype != s_dtype for v in sal.views):
-        raise ValueError(f"saliency must be one of {list(KEY_BITS)} (one dtype), got {s_dtype}")
     device = parts.views[0].device
     # the threshold passes are order-independent: saliency parts are read in storage order
     s_flat = sal.flat if sal.flat is not None else adjacent_flat(sal.views, dense=True)

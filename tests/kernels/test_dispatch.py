@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,7 @@ _CASES = [
     *[
         (
             radix_select._radix_histogram_kernel,
-            {"x_ptr": ptr, "n": "i64", "state_ptr": "*i64", "hist_ptr": "*i32"},
+            {"x_ptr": ptr, "n": "i64", "state_ptr": "*i64", "hist_ptr": "*i64"},
             {"SHIFT": shift, "BITS": bits, "FIRST": i == 0, "BLOCK": radix_select.HIST_BLOCK, "CHUNKS": 8},
         )
         for ptr, key_bits in (("*fp32", 32), ("*fp16", 16), ("*bf16", 16))
@@ -58,7 +59,7 @@ _CASES = [
     *[
         (
             radix_select._radix_scan_kernel,
-            {"hist_ptr": "*i32", "state_ptr": "*i64", "out_bits_ptr": "*i32" if key_bits == 32 else "*i16", "k": "i64"},
+            {"hist_ptr": "*i64", "state_ptr": "*i64", "out_bits_ptr": "*i32" if key_bits == 32 else "*i16", "k": "i64"},
             {"BITS": bits, "FIRST": i == 0, "LAST": i == len(radix_select.PASSES[key_bits]) - 1, "KEY_BITS": key_bits},
         )
         for key_bits in (32, 16)
@@ -97,14 +98,19 @@ def _compile_for_hopper(fn, signature, constexprs):
     return triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8, "enable_fp_fusion": False})
 
 
+_CHILD = "LURE_FAST_COMPILE_CHECK_CHILD"
+
+
 def test_kernels_compile_for_sm90():
     """Type-checks the compiled (non-interpreted) path down to a cubin: the interpreter is lenient
     about integer widths and casts that the compiler rejects. Needs Triton's bundled ptxas only."""
     pytest.importorskip("triton")
-    if not compiled_available():
-        # Triton was imported under TRITON_INTERPRET=1: its library is interpreted-only in this
-        # process, so the check runs in a fresh one without the variable.
+    if os.environ.get(_CHILD) != "1":
+        # A fresh process without TRITON_INTERPRET: imported under it, Triton's library is
+        # interpreted-only; and Triton 3.4's interpreter leaves triton.language patched after any
+        # interpreted launch (3.6 restores it), which breaks compiling later in the same process.
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env[_CHILD] = "1"
         test_id = f"{Path(__file__).resolve()}::test_kernels_compile_for_sm90"
         proc = subprocess.run(
             [sys.executable, "-m", "pytest", test_id, "-q", "-rs", "-p", "no:cacheprovider"],
@@ -114,6 +120,7 @@ def test_kernels_compile_for_sm90():
         if "1 passed" not in proc.stdout:
             pytest.skip(proc.stdout.strip().splitlines()[-2] if proc.stdout.strip() else "skipped in the subprocess")
         return
+    assert compiled_available()  # the parent removed TRITON_INTERPRET
     try:
         _compile_for_hopper(rng._uniform_kernel, _CASES[0][1], _CASES[0][2])
     except Exception as err:  # no NVIDIA backend/ptxas in this Triton build: nothing to check with
@@ -123,3 +130,7 @@ def test_kernels_compile_for_sm90():
         ptx = compiled.asm["ptx"]
         # No flush-to-zero and no contracted multiply-adds: the bits match the PyTorch references.
         assert ".ftz" not in ptx and "fma" not in ptx, fn.__name__
+        if fn is radix_select._radix_histogram_kernel:
+            # the global digit bins take 64-bit atomics: a bin may count 2**31 entries or more
+            atomics = set(re.findall(r"\b(?:atom|red)\.global\.[\w.]*add\.\w+", ptx))
+            assert atomics and all(a.endswith("64") for a in atomics), atomics

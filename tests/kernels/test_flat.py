@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lure_fast.kernels import FlatParameters, flatten_parameters
+from lure_fast.kernels import FlatParameters, Segment, flatten_parameters
 
 
 class SmallCNN(nn.Module):
@@ -45,8 +45,8 @@ def test_layout_and_values_preserved(device):
     assert flat.numel == sum(p.numel() for p in twin.parameters()) == flat.data.numel() == flat.grad.numel()
     assert flat.data.dim() == 1 and flat.data.is_contiguous()
     offset = 0
-    for p, q, (o, n) in zip(flat.params, twin.parameters(), flat.segments):
-        assert (o, n) == (offset, p.numel())
+    for p, q, (o, n, bound) in zip(flat.params, twin.parameters(), flat.segments):
+        assert (o, n, bound) == (offset, p.numel(), None)  # no bounds recorded
         assert p.data_ptr() == flat.data[o:].data_ptr() and p.grad.data_ptr() == flat.grad[o:].data_ptr()
         assert torch.equal(p, q) and p.is_contiguous()
         offset += n
@@ -127,7 +127,7 @@ def test_plain_parameter_list_and_frozen_parameters():
     assert "bn.weight" not in flat.names  # trainable parameters only
     params = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(5))]
     flat2 = flatten_parameters(params)
-    assert flat2.names is None and flat2.segments == [(0, 6), (6, 5)]
+    assert flat2.names is None and flat2.segments == [Segment(0, 6, None), Segment(6, 5, None)]
     named = flatten_parameters([("a", nn.Parameter(torch.randn(2)))])
     assert named.names == ["a"]
 
@@ -172,3 +172,34 @@ def test_attach_grads_after_set_to_none_brings_no_stale_gradient():
     assert torch.count_nonzero(flat.grad) == 0
     m(torch.ones(2, 4)).sum().backward()
     assert torch.equal(flat.grad, one)  # one gradient, not two
+
+
+def test_segment_table_records_bounds():
+    params = [nn.Parameter(torch.randn(3, 2)), nn.Parameter(torch.randn(5)), nn.Parameter(torch.randn(4))]
+    flat = flatten_parameters(params, bounds=[0.5, None, 2])
+    assert flat.segments == [Segment(0, 6, 0.5), Segment(6, 5, None), Segment(11, 4, 2.0)]
+    assert flat.segments[0].bound == 0.5 and flat.bounds == [0.5, None, 2.0]
+    flat.bounds = [None, 1.0, 0.25]  # recorded after flattening, e.g. from flat.names
+    assert flat.segments == [Segment(0, 6, None), Segment(6, 5, 1.0), Segment(11, 4, 0.25)]
+    for bad in ([1.0, 1.0], [1.0, -1.0, None]):
+        with pytest.raises(ValueError, match="bounds"):
+            flat.bounds = bad
+        with pytest.raises(ValueError, match="bounds"):
+            flatten_parameters([nn.Parameter(torch.randn(2)) for _ in range(3)], bounds=bad)
+
+
+@pytest.mark.parametrize("recreate", ["half", "to", "data"])
+def test_params_attached_notices_recreated_storage(recreate):
+    model, twin = _model_and_twin()
+    flat = flatten_parameters(model)
+    assert flat.params_attached()
+    flat.check_attached()
+    if recreate == "half":
+        model.half()
+    elif recreate == "to":
+        model.to(torch.float64)
+    else:
+        model.conv.weight.data = model.conv.weight.data.clone()
+    assert not flat.params_attached() and not flat.grads_attached()
+    with pytest.raises(ValueError, match=r"conv\.weight.*flatten_parameters"):
+        flat.check_attached()

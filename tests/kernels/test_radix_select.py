@@ -142,6 +142,31 @@ def test_adjacent_views_take_one_pass(device, assert_bitwise_equal):
         check(flat, k, assert_bitwise_equal, parts=views)
 
 
+def test_digit_bins_count_past_int32(device):
+    # 2**31 entries do not fit here: seed the global histogram near 2**31 and let a real pass add to
+    # it; the bin, the scan's running counts and its rank must all go past 2**31 without wrapping.
+    from lure_fast.kernels import radix_select as rs
+    from lure_fast.kernels._dispatch import launch_options
+
+    shift, bits = rs.PASSES[32][0]
+    x = torch.full((100,), 1.0, device=device)
+    digit = (0x3F800000 | 0x80000000) >> shift  # order key of 1.0 (sign bit set), top digit
+    hist = torch.zeros(rs.MAX_BINS, dtype=rs.HIST_DTYPE, device=device)
+    hist[0] = 2**31 + 7  # entries below 1.0's bin
+    hist[digit] = 2**31 - 10
+    state = torch.empty(2, dtype=torch.int64, device=device)
+    rs._radix_histogram_kernel[(1,)](
+        x, x.numel(), state, hist, SHIFT=shift, BITS=bits, FIRST=True, BLOCK=rs.HIST_BLOCK, CHUNKS=1, **launch_options()
+    )
+    assert hist[digit].item() == 2**31 + 90 and hist.sum().item() == 2**32 + 97
+    out_bits = torch.empty((), dtype=torch.int32, device=device)
+    k = (2**31 + 7) + (2**31 + 50)
+    rs._radix_scan_kernel[(1,)](
+        hist, state, out_bits, k, BITS=bits, FIRST=True, LAST=False, KEY_BITS=32, **launch_options()
+    )
+    assert state.tolist() == [digit, 2**31 + 50]  # (prefix, rank within the bin)
+
+
 def test_reference_path_without_interpreter(monkeypatch, assert_bitwise_equal):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.randn(999, generator=torch.Generator().manual_seed(5))

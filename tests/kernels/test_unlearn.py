@@ -11,6 +11,7 @@ from lure_fast.kernels import (
     flatten_parameters,
     kth_smallest_reference,
     saliency,
+    shrink_perturb_,
     unlearn_,
     unlearn_reference_,
     use_triton,
@@ -98,7 +99,7 @@ def test_flat_parameters_of_a_module(device, assert_bitwise_equal):
     twin = [p.detach().cpu().clone() for p in flat.params]
     ptrs = [p.data_ptr() for p in flat.params]
     count = unlearn_(flat, sal, 0.2, bounds, seed=5)
-    assert count == unlearn_reference_(twin, [s.cpu() for s in sal.split([n for _, n in flat.segments])], 0.2, bounds, 5)
+    assert count == unlearn_reference_(twin, [s.cpu() for s in sal.split([s.length for s in flat.segments])], 0.2, bounds, 5)
     assert_bitwise_equal(flat.data.cpu(), torch.cat([t.reshape(-1) for t in twin]))
     assert [p.data_ptr() for p in flat.params] == ptrs  # in place: the buffer never moves
     assert not torch.equal(before, flat.data)
@@ -189,8 +190,71 @@ def test_rejects_bad_arguments(device):
     flat = torch.zeros(10, device=device)
     with pytest.raises(ValueError):
         unlearn_(flat, torch.zeros(10, device=device), 0.5, [1.0, 1.0], seed=0, segments=[(0, 4), (5, 5)])
-    with pytest.raises(ValueError):
-        unlearn_(flat, torch.zeros(10, device=device, dtype=torch.float64), 0.5, [1.0], seed=0)
+    with pytest.raises(TypeError, match="seed"):
+        unlearn_(params, sal, 0.2, BOUNDS)
+    with pytest.raises(ValueError, match="segment table records no reinit bound"):
+        unlearn_(params, sal, 0.2, seed=0)  # a list has no segment table
+
+
+def _module(device):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).to(device)
+
+
+def test_bounds_come_from_the_segment_table(device, assert_bitwise_equal):
+    recorded, explicit = flatten_parameters(_module(device)), flatten_parameters(_module(device))
+    bounds = [0.2 if name.endswith("weight") else None for name in recorded.names]
+    with pytest.raises(ValueError, match="segment table records no reinit bound"):
+        unlearn_(recorded, saliency("magnitude", recorded.data), 0.2, seed=5)
+    recorded.bounds = bounds
+    sal = saliency("magnitude", recorded.data)
+    count = unlearn_(recorded, sal, 0.2, seed=5)
+    assert count > 0 and count == unlearn_(explicit, sal.clone(), 0.2, bounds, 5)
+    assert_bitwise_equal(recorded.data, explicit.data)
+    shrink_perturb_(recorded, 0.5, 0.1, seed=7)
+    shrink_perturb_(explicit, 0.5, 0.1, bounds, seed=7)
+    assert_bitwise_equal(recorded.data, explicit.data)
+    # explicit bounds override the table; a raw buffer takes (offset, length, bound) rows as well
+    assert unlearn_(recorded, sal, 0.2, [None] * len(bounds), 5) == 0
+    buffer = explicit.data.clone()
+    assert unlearn_(buffer, sal, 0.2, seed=6, segments=recorded.segments) == unlearn_(explicit, sal, 0.2, bounds, 6)
+    assert_bitwise_equal(buffer, explicit.data)
+
+
+@pytest.mark.parametrize("path", ["triton", "reference"])
+def test_stale_flat_parameters_raise_instead_of_writing(monkeypatch, assert_bitwise_equal, path):
+    if path == "reference":
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    model = _module("cpu")
+    flat = flatten_parameters(model, bounds=[0.5] * len(list(model.parameters())))
+    assert use_triton(flat.data) == (path == "triton")
+    sal = saliency("magnitude", flat.data)
+    model.to(torch.float64)  # new storage: flat.data is no longer what the model uses
+    before = flat.data.clone()
+    with pytest.raises(ValueError, match=r"0\.weight no longer lives in the flat buffer"):
+        unlearn_(flat, sal, 0.5, seed=0)
+    with pytest.raises(ValueError, match="flatten_parameters"):
+        shrink_perturb_(flat, 0.5, 0.1, seed=0)
+    assert_bitwise_equal(flat.data, before)
+
+
+@pytest.mark.parametrize("path", ["triton", "reference"])
+@pytest.mark.parametrize("fraction", [0.5, 0.0])
+def test_float64_saliency_is_a_type_error_on_every_path(monkeypatch, path, fraction):
+    if path == "reference":
+        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    else:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    params = [torch.randn(10), torch.randn(5)]
+    assert use_triton(params[0]) == (path == "triton")
+    sal = [torch.rand(10, dtype=torch.float64), torch.rand(5, dtype=torch.float64)]
+    for op in (unlearn_, unlearn_reference_):
+        with pytest.raises(TypeError, match="float64.*saliency.float"):
+            op(params, sal, fraction, [1.0, 1.0], seed=0)
+        with pytest.raises(TypeError, match="float64"):
+            op(torch.cat(params), torch.cat(sal), fraction, [1.0, 1.0], seed=0, segments=[(0, 10), (10, 5)])
 
 
 def test_reference_path_without_interpreter(monkeypatch, assert_bitwise_equal):
