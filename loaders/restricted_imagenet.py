@@ -12,9 +12,9 @@ says "five subclasses each", but the grouping gives the monkeys four (371-374): 
 against the standard ``imagenet_class_index.json``.
 
 Layout read: ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*`` (or ``ROOT/test/<wnid>/``); folders
-outside the grouping are ignored. Decoded splits are cached (``.npz`` next to the beton cache), keyed
-by the files' names, sizes and mtimes and the image size, because decoding ~90k full-size JPEGs is
-the slow part.
+outside the grouping are ignored. Decoded splits are cached (``.npz`` in the decoded-image cache that
+ImageFolder uses, ``sources.decoded_cache_root``), keyed by the files' names, sizes and mtimes and the
+image size, because decoding ~90k full-size JPEGs is the slow part.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from .errors import DataError
-from .sources import IMAGE_EXTENSIONS, Dataset, decode_samples
+from .sources import IMAGE_EXTENSIONS, Dataset, decode_samples, decoded_cache_root
 
 SUPERCLASSES = ("bird", "turtle", "lizard", "spider", "crab", "dog", "cat", "big_cat", "beetle",
                 "butterfly", "monkey", "fish", "fruit", "fungus")
@@ -112,8 +112,8 @@ def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | o
     ``[N, image_size, image_size, 3]`` images (each file decoded and resized, aspect not kept, with
     ``sources.decode_image``) and int64 superclass labels, in (wnid, file name) order. ``val/`` (or
     ``test/``) becomes the test split. Unreadable files are skipped with a warning and counted in
-    ``meta['skipped']``. Decoded splits are cached under ``cache_dir`` (default: the beton cache's
-    parent ``~/.cache/lure-fast``; pass ``cache_dir=False`` to not cache).
+    ``meta['skipped']``. Decoded splits are cached under ``cache_dir`` (default: ``$LURE_FAST_DECODED_CACHE``
+    or ~/.cache/lure-fast/decoded, as for ImageFolder; pass ``cache_dir=False`` to not cache).
     """
     if not os.path.isdir(path):
         raise DataError(f"--data {path}: no such folder; pass the ImageNet folder holding train/ and val/")
@@ -123,12 +123,7 @@ def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | o
     if test_dir is None:
         raise DataError(f"--data {path}: no val/ (or test/) folder; ImageNet's validation images must sit in "
                         "val/<wnid>/ class folders")
-    if cache_dir is False:
-        cache = None
-    else:
-        from .writers import cache_root
-
-        cache = Path(cache_dir).expanduser() if cache_dir else cache_root().parent / "decoded"
+    cache = None if cache_dir is False else (Path(cache_dir).expanduser() if cache_dir else decoded_cache_root())
     workers = workers or len(os.sched_getaffinity(0))
     mapping, train, s1 = _read_split(os.path.join(path, "train"), None, image_size, cache, workers)
     _, test, s2 = _read_split(test_dir, mapping, image_size, cache, workers)

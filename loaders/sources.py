@@ -212,25 +212,44 @@ def _decode_chunk(args) -> tuple[np.ndarray, np.ndarray, tuple | None]:
     return out, ok, mismatch
 
 
-def _fingerprint(tag: str, size: int | None, samples: list[tuple[str, int]]) -> str:
-    h = hashlib.sha256(f"{tag} v1 {size}".encode())
+def _fingerprint(tag: str, size: int | None, samples: list[tuple[str, int]], root: str) -> str:
+    """Key of a decoded split: the real path of ``root`` (the split's folder), and each file's path
+    relative to it, label, size and mtime; so every spelling of one folder (relative, ``..``, a symlink)
+    gives one key. A file that cannot be stat-ed (a dangling link, deleted since listing) counts as missing."""
+    real = os.path.realpath(root)
+    h = hashlib.sha256(f"{tag} v2 {size} {real}".encode())
+    prefix = os.path.join(root, "")
     for path, label in samples:
-        st = os.stat(path)
-        h.update(f"{path}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        rel = path[len(prefix):] if path.startswith(prefix) else os.path.realpath(path)
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError:  # decode_image skips it too
+            stamp = "missing"
+        h.update(f"{rel}\0{label}\0{stamp}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _warn_skipped(where: str, skipped: int, first_bad: str) -> None:
+    if skipped:
+        warnings.warn(f"{where}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=4)
 
 
 def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str, cache: Path | None = None,
                    tag: str = "imagefolder", workers: int | None = None, channels: int = 3) -> tuple[Split, int]:
-    """Decode ``(path, label)`` samples into a :class:`Split`, in worker processes, and cache the result
-    as ``.npz`` in ``cache`` keyed by the files' paths, sizes and times (``None``: no cache).
-    Unreadable files are skipped with a warning; returns the split and how many were skipped.
+    """Decode ``(path, label)`` samples of the split folder ``where`` into a :class:`Split`, in worker
+    processes, and cache the result as ``.npz`` in ``cache`` keyed by ``where``'s real path and the
+    files' relative paths, sizes and times (``None``: no cache). Unreadable or missing files are
+    skipped with a warning, on a cache hit too; returns the split and how many were skipped.
     Without ``size`` every image must have the first one's shape."""
-    cached = cache / f"{tag}-{_fingerprint(tag, size, samples)}.npz" if cache else None
+    cached = cache / f"{tag}-{_fingerprint(tag, size, samples, where)}.npz" if cache else None
     if cached is not None and cached.exists():
         try:
             with np.load(cached) as z:
-                return Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])), int(z["skipped"])
+                split, skipped, first_bad = (Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])),
+                                             int(z["skipped"]), str(z["first_bad"]))
+            _warn_skipped(where, skipped, first_bad)
+            return split, skipped
         except Exception:  # truncated or foreign: decode again and overwrite
             pass
     first = next((a for a in (decode_image(p, size, channels) for p, _ in samples) if a is not None), None)
@@ -254,14 +273,13 @@ def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str,
     images = np.concatenate([im for im, _, _ in parts])[ok]
     labels = np.array([label for _, label in samples], dtype=np.int64)[ok]
     skipped = int((~ok).sum())
-    if skipped:
-        first_bad = next(p for (p, _), good in zip(samples, ok) if not good)
-        warnings.warn(f"{where}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=3)
+    first_bad = next((p for (p, _), good in zip(samples, ok) if not good), "")
+    _warn_skipped(where, skipped, first_bad)
     if cached is not None:
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, images=images, labels=labels, skipped=skipped)
+            np.savez(tmp, images=images, labels=labels, skipped=skipped, first_bad=first_bad)
             os.replace(tmp, cached)
         except OSError as e:  # the cache only saves time: go on without it
             warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
@@ -277,7 +295,7 @@ def read_imagefolder(path: str, size: int | None = None, cache_dir: str | os.Pat
     cache = None if cache_dir is False else (Path(cache_dir) if cache_dir else decoded_cache_root())
     classes, train_samples = list_imagefolder(os.path.join(path, "train"))
     _, test_samples = list_imagefolder(os.path.join(path, "test"), classes)
-    tag = f"imagefolder-{os.path.basename(os.path.normpath(path))}"
+    tag = f"imagefolder-{os.path.basename(os.path.realpath(path))}"  # every spelling of the folder: one file
     train, s1 = decode_samples(train_samples, size, os.path.join(path, "train"), cache, tag + "-train", workers)
     test, s2 = decode_samples(test_samples, size, os.path.join(path, "test"), cache, tag + "-test", workers)
     if train.images.shape[1:] != test.images.shape[1:]:

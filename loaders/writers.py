@@ -16,8 +16,12 @@ The cache (default ``~/.cache/lure-fast/beton``, or ``$LURE_FAST_BETON_CACHE``, 
 names each file by a key of the dataset's name, layout and source, the split, the storage mode and
 a SHA-256 of the split's pixels and labels (about 0.1 s for CIFAR-10). A file is written under a
 temporary name, checked, and ``os.replace``-d into place, so a killed write never leaves a file that
-a later run reads; stale temporary files of dead writers are removed. A cached file that fails its
-check (``check_beton``: header, field layout, allocation table, labels, sampled pixels) is rewritten.
+a later run reads; stale temporary files of dead writers are removed. Beside each file a
+``<file>.sha256`` (``sha256sum`` format) holds the SHA-256 of all its bytes, put in place before the
+file itself. A cached file that fails its check (``check_beton``: header, field layout, allocation
+table, labels, sampled pixels, and that checksum over every byte) is rewritten. The checksum costs
+0.13 s for the 177 MB CIFAR-10 train file (0.22 s with the other checks) and is computed once per
+process and version of a file.
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ STORAGES = ("raw", "jpg")
 _FFCV_MODE = {"jpg": 0, "raw": 1}  # RGBImageField's per-sample 'mode' byte
 FIELDS = ("image", "label", "index")
 WRITER_VERSION = 1  # bump when the fields or their encoding change: old cache files are then ignored
+CHECKSUM_SUFFIX = ".sha256"
 INSTALL_HINT = "install it with scripts/install_ffcv.sh PYTHON, or use --loader memory or torch"
 
 
@@ -132,7 +137,7 @@ def beton_for(dataset: Dataset, split: str, storage: str = "raw", jpeg_quality: 
     with _locked(path):  # one writer per file on this machine; the others wait and then reuse it
         if path.exists():
             try:
-                check_beton(path, data, storage)
+                check_beton(path, data, storage, require_checksum=True)
                 return str(path)
             except DataError as e:
                 warnings.warn(f"{str(e).split('; delete it')[0]}; rewriting it", stacklevel=2)
@@ -161,10 +166,11 @@ def _locked(path: Path):
 
 
 def _remove_stale_temporaries(path: Path) -> None:
-    """Delete ``<file>.<host>.<pid>.tmp`` left by writers on this host that are no longer running."""
+    """Delete ``<file>.<host>.<pid>.tmp`` (and its ``.tmp.sha256``) left by writers on this host that are
+    no longer running."""
     host = socket.gethostname()
-    for tmp in glob.glob(glob.escape(str(path)) + ".*.tmp"):
-        m = re.fullmatch(re.escape(str(path)) + r"\.(.+)\.(\d+)\.tmp", tmp)
+    for tmp in glob.glob(glob.escape(str(path)) + ".*.tmp*"):
+        m = re.fullmatch(re.escape(str(path)) + r"\.(.+)\.(\d+)\.tmp(?:" + re.escape(CHECKSUM_SUFFIX) + ")?", tmp)
         if not m or m.group(1) != host:
             continue
         try:
@@ -260,7 +266,8 @@ def write_beton(split: Split, path: str | os.PathLike, storage: str = "raw", jpe
     """Write ``split`` to ``path`` as an FFCV file (see the module docstring for its fields).
 
     Written to ``<path>.<host>.<pid>.tmp`` and renamed into place only when complete and checked:
-    an interrupted write leaves no file at ``path``. Returns ``path``.
+    an interrupted write leaves no file at ``path``. Its checksum file ``<path>.sha256`` is renamed
+    into place just before it. Returns ``path``.
     """
     require_ffcv()
     if storage not in STORAGES:
@@ -275,19 +282,55 @@ def write_beton(split: Split, path: str | os.PathLike, storage: str = "raw", jpe
     path = Path(path)
     _remove_stale_temporaries(path)
     tmp = Path(f"{path}.{socket.gethostname()}.{os.getpid()}.tmp")
+    tmp_sum = _checksum_path(tmp)
     workers = max(1, min(workers or len(os.sched_getaffinity(0)), -(-len(split) // 100)))
     try:
         writer = _writer_class()(str(tmp), _fields(storage, jpeg_quality), num_workers=workers)
         writer.from_indexed_dataset(_Samples(split), chunksize=100)
         check_beton(tmp, split, storage)
+        digest = _read_sha256(tmp)
+        tmp_sum.write_text(f"{digest}  {path.name}\n")
+        # checksum first: a file in place always has one; a kill between the renames leaves an old file
+        # beside a new checksum, which fails the check and is rewritten
+        os.replace(tmp_sum, _checksum_path(path))
         os.replace(tmp, path)
+        file_sha256(path, digest)  # the renamed file keeps its bytes and times: not hashed again
     except OSError as e:
         raise DataError(f"{path}: cannot be written ({e.strerror or e}); free disk space or pass another "
                         "cache_dir") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for t in (tmp, tmp_sum):
+            t.unlink(missing_ok=True)
     return str(path)
+
+
+# --------------------------------------------------------------------------- checksums
+
+_DIGESTS: dict[tuple, str] = {}  # (realpath, device, inode, size, mtime_ns) -> SHA-256 hex
+
+
+def _checksum_path(path: str | os.PathLike) -> Path:
+    return Path(f"{path}{CHECKSUM_SUFFIX}")
+
+
+def file_sha256(path: str | os.PathLike, known: str | None = None) -> str:
+    """SHA-256 hex of every byte of ``path``, memoised per process by (path, device, inode, size, mtime):
+    a process that reuses a file many times reads it once. ``known``: record that digest without reading."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if known is not None:
+        _DIGESTS[key] = known
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _read_sha256(path)
+    return _DIGESTS[key]
+
+
+def _read_sha256(path: str | os.PathLike) -> str:
+    h, buf = hashlib.sha256(), bytearray(1 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(memoryview(buf)[:n])
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- checking
@@ -300,14 +343,33 @@ def _metadata_type():
 
 
 def check_beton(path: str | os.PathLike, expect: Split | None = None, storage: str | None = None,
-                spot_checks: int = 8) -> int:
+                spot_checks: int = 8, require_checksum: bool = False) -> int:
+    """Check ``path`` (see :func:`_check_beton`), then, where ``<path>.sha256`` exists, that every byte
+    matches it; ``require_checksum`` (cached files): a missing checksum file fails the check too."""
     try:
-        return _check_beton(path, expect, storage, spot_checks)
+        n = _check_beton(path, expect, storage, spot_checks)
+        _check_checksum(Path(path), require_checksum)
+        return n
     except DataError:
         raise
     except (ValueError, OSError, IndexError) as e:  # bytes that parse as garbage: undecodable names, bad offsets
         raise DataError(f"{path}: not a complete .beton file ({type(e).__name__}: {e}); delete it and it will "
                         "be rewritten") from None
+
+
+def _check_checksum(path: Path, required: bool) -> None:
+    listed = _checksum_path(path)
+    try:
+        text = listed.read_text(errors="replace")
+    except FileNotFoundError:
+        if required:
+            raise DataError(f"{path}: not a complete .beton file (no checksum file {listed.name}: written before "
+                            "checksums, or its write was cut short); delete it and it will be rewritten") from None
+        return
+    want = text.split()[0] if text.split() else ""
+    if file_sha256(path) != want:
+        raise DataError(f"{path}: not a complete .beton file (its bytes differ from the SHA-256 in {listed.name}: "
+                        "damaged since it was written); delete it and it will be rewritten")
 
 
 def _check_beton(path, expect, storage, spot_checks) -> int:

@@ -284,7 +284,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
     out_results = {"config": cfg.to_dict(), "device": _device_name(device), "loader": loader_name,
                    "dataset": {"name": dataset.name, "layout": dataset.layout, "train": len(dataset.train),
                                "test": len(dataset.test), "classes": dataset.num_classes,
-                               "image_shape": list(dataset.image_shape)},
+                               "image_shape": list(dataset.image_shape),
+                               "skipped": dict(dataset.meta.get("skipped", {"train": 0, "test": 0}))},
                    "megabatches": results, "summary": summarize(results)}
     write_json(os.path.join(out, RESULTS), out_results)
     if os.path.exists(os.path.join(out, PROGRESS)):

@@ -103,12 +103,14 @@ def test_imagefolder_data(tmp_path, capsys):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    (tmp_path / "ds" / "train" / "dog" / "60.png").symlink_to(tmp_path / "gone.png")  # dangling: skipped, counted
     out = tmp_path / "o"
-    assert main(["run", "--data", str(tmp_path / "ds"), "--preset", "tiny", "--megabatch-size", "50",
-                 "--method", "llf", "--quiet", "--out", str(out)]) == 0
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        assert main(["run", "--data", str(tmp_path / "ds"), "--preset", "tiny", "--megabatch-size", "50",
+                     "--method", "llf", "--quiet", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == {"name": "ds", "layout": "imagefolder", "train": 120, "test": 20, "classes": 2,
-                              "image_shape": [3, 12, 12]}
+                              "image_shape": [3, 12, 12], "skipped": {"train": 1, "test": 0}}
 
 
 def test_ffcv_run_on_real_cifar10_jpegs(tmp_path, cifar_jpeg, capsys, monkeypatch):

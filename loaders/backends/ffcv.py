@@ -308,7 +308,8 @@ class FFCVBackend(Backend):
     """Serves both splits of ``dataset`` from cached ``.beton`` files (written on first use).
 
     Options: ``storage`` 'raw' (exact pixels, default) or 'jpg' (``jpeg_quality``); ``cache_dir`` for the
-    files; ``betons`` {'train': path, 'test': path} to read given files instead (checked, never rewritten);
+    files; ``betons`` {'train': path, 'test': path} to read given files instead (checked, against their
+    ``.sha256`` files too where there are some; never rewritten);
     ``workers`` threads (default: the usable cores); ``order`` 'random' (the other backends' permutation)
     or 'quasi_random' (FFCV's page-local order, for data larger than RAM with ``os_cache=False``);
     ``os_cache`` (mmap the file, default) ; ``batches_ahead`` prefetched batches; ``verify`` checks

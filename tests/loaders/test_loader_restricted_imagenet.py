@@ -110,10 +110,11 @@ def test_bad_trees_give_one_clear_error(tmp_path, case, pattern):
 def test_load_dataset_reads_it_by_name(tmp_path, monkeypatch):
     from lure_fast.loaders import load_dataset
 
-    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "cache" / "beton"))  # decoded cache beside it
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "cache" / "beton"))
+    monkeypatch.setenv("LURE_FAST_DECODED_CACHE", str(tmp_path / "decoded"))  # the one ImageFolder uses too
     root = write_tree(tmp_path / "in", first_wnids())
     ds = load_dataset("restricted_imagenet", str(root))
     assert ds.name == "restricted_imagenet" and ds.num_classes == 14 and ds.train.images.shape[1:] == (32, 32, 3)
-    assert any((tmp_path / "cache" / "decoded").iterdir())
+    assert any((tmp_path / "decoded").iterdir()) and not (tmp_path / "cache").exists()
     with pytest.raises(DataError, match="needs --data PATH"):
         load_dataset("restricted_imagenet")

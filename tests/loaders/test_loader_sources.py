@@ -108,14 +108,37 @@ def test_train_and_test_must_hold_the_same_classes(tmp_path):
     one_line(err)
 
 
-def test_unreadable_and_truncated_images_are_skipped_with_a_warning(tmp_path):
-    tree(tmp_path, per_class=3)
-    (tmp_path / "train" / "a" / "1.png").write_bytes(b"not an image at all")
-    good = image(tmp_path / "train" / "b" / "2.jpg", fmt="JPEG").read_bytes()
-    (tmp_path / "train" / "b" / "2.jpg").write_bytes(good[: len(good) // 2])
-    with pytest.warns(UserWarning, match="skipped 2 unreadable image"):
-        ds = load_dataset(path=str(tmp_path))
-    assert len(ds.train) == 5 and ds.meta["skipped"] == {"train": 2, "test": 0}
+def test_unreadable_truncated_and_missing_images_are_skipped_with_a_warning_cached_or_not(tmp_path, monkeypatch):
+    from lure_fast.loaders import sources
+
+    root = tree(tmp_path / "ds", per_class=3)
+    (root / "train" / "a" / "1.png").write_bytes(b"not an image at all")
+    good = image(root / "train" / "b" / "2.jpg", fmt="JPEG").read_bytes()
+    (root / "train" / "b" / "2.jpg").write_bytes(good[: len(good) // 2])
+    (root / "train" / "b" / "3.png").symlink_to(tmp_path / "deleted.png")  # dangling
+    with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):
+        ds = load_dataset(path=str(root))
+    assert len(ds.train) == 5 and ds.meta["skipped"] == {"train": 3, "test": 0}
+    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):  # a cache hit says so too
+        again = load_dataset(path=str(root))
+    assert torch.equal(again.train.images, ds.train.images) and again.meta["skipped"] == {"train": 3, "test": 0}
+
+
+def test_every_spelling_of_a_folder_shares_one_decoded_cache_entry(tmp_path, monkeypatch):
+    from lure_fast.loaders import sources
+
+    root = tree(tmp_path / "data" / "ds")
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    (tmp_path / "alias").symlink_to(root)
+    cache = tmp_path / "cache"
+    first = sources.read_imagefolder(str(root), cache_dir=cache)
+    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    monkeypatch.chdir(tmp_path / "data")
+    for spelling in ("ds", "./ds/", f"{tmp_path}/data/../data/ds", str(tmp_path / "link" / "ds"), "../alias"):
+        again = sources.read_imagefolder(spelling, cache_dir=cache)
+        assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
+    assert len(list(cache.iterdir())) == 2  # one file per split
 
 
 def test_a_split_of_only_unreadable_images_is_refused(tmp_path):

@@ -207,7 +207,8 @@ def test_a_killed_writer_leaves_nothing_that_is_read_later(tmp_path):
     ds = coded_dataset(3000, 60)
     path = beton_for(ds, "train", cache_dir=tmp_path)
     assert check_beton(path, ds.train, "raw") == 3000
-    assert betons_in(tmp_path) == sorted([Path(path).name, "writing"])  # the dead writer's .tmp is gone
+    name = Path(path).name
+    assert betons_in(tmp_path) == sorted([name, f"{name}.sha256", "writing"])  # the dead writer's .tmp is gone
 
 
 @pytest.fixture
@@ -244,6 +245,59 @@ def test_a_damaged_file_gives_one_clear_error_and_a_cached_one_is_rewritten(good
     with pytest.warns(UserWarning, match="rewriting it"):
         again = beton_for(ds, "train", cache_dir=path.parent)
     assert Path(again) == path and check_beton(path, ds.train, "raw") == 200
+
+
+def flip_unsampled_pixel_byte(path: Path, n: int) -> int:
+    """Flip one pixel byte of a sample that check_beton's sampled pixel checks do not read, keeping the
+    file's size and times (bit rot); returns the sample."""
+    from ffcv.reader import Reader
+
+    picked = np.unique(np.r_[0, n - 1, np.random.default_rng(n).integers(0, n, size=8)])  # as _check_beton
+    i = next(i for i in range(n // 2, n) if i not in picked)
+    ptr = int(Reader(str(path)).metadata["f0"]["data_ptr"][i])
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(ptr + 100)
+        byte = f.read(1)[0]
+        f.seek(ptr + 100)
+        f.write(bytes([byte ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return i
+
+
+def test_damage_outside_the_sampled_pixels_is_caught_by_the_checksum(good_file, tmp_path):
+    ds, path = good_file
+    flip_unsampled_pixel_byte(path, len(ds.train))
+    writers._DIGESTS.clear()  # a later process: nothing memoised
+    unlisted = tmp_path / "unlisted.beton"  # the same bytes without a checksum file
+    unlisted.write_bytes(path.read_bytes())
+    assert check_beton(unlisted, ds.train, "raw") == 200  # the structural and sampled checks miss it
+    with pytest.raises(DataError, match=r"differ from the SHA-256 in .*\.sha256.*delete it") as err:
+        check_beton(path, ds.train)
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="differ from the SHA-256"):  # a file the user names
+        make_backend("ffcv", ds, betons={"train": path, "test": path})
+    with pytest.warns(UserWarning, match="differ from the SHA-256.*rewriting it"):  # a cached file
+        assert beton_for(ds, "train", cache_dir=path.parent) == str(path)
+    assert torch.equal(read_beton(path).images, ds.train.images)
+    Path(f"{path}.sha256").unlink()  # cut short between the two renames, or written before checksums
+    with pytest.warns(UserWarning, match="no checksum file .*rewriting it"):
+        beton_for(ds, "train", cache_dir=path.parent)
+    assert check_beton(path, ds.train, "raw", require_checksum=True) == 200
+
+
+def test_a_process_hashes_a_file_once(good_file, monkeypatch):
+    ds, path = good_file
+    reads = []
+    read = writers._read_sha256
+    monkeypatch.setattr(writers, "_read_sha256", lambda p: reads.append(p) or read(p))
+    for _ in range(3):  # the writer recorded the digest of the file it renamed into place
+        beton_for(ds, "train", cache_dir=path.parent)
+    assert reads == []
+    writers._DIGESTS.clear()  # another process
+    for _ in range(3):
+        beton_for(ds, "train", cache_dir=path.parent)
+    assert reads == [path]
 
 
 def test_a_file_of_other_data_is_refused(good_file, tmp_path):
