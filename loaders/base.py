@@ -80,6 +80,15 @@ class Backend(ABC):
             raise DataError(f"split '{split}': unknown; choose train or test")
         return len(getattr(self.dataset, split))
 
+    def channel_stats(self, split: str = "train") -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and unbiased std, in [0, 1], of every image of ``split``, from exact integer
+        sums (``stats.channel_stats``): every backend gives the same numbers for the same pixels (the
+        ffcv backend with storage 'jpg' counts the pixels its JPEGs decode to)."""
+        from .stats import channel_stats
+
+        self.split_size(split)  # names a bad split in one line
+        return channel_stats(getattr(self.dataset, split).images)
+
     @abstractmethod
     def loader(self, split: str, indices, batch_size: int, augment: bool = False, shuffle: bool = False,
                drop_last: bool = False, seed: int = 0) -> EpochLoader:

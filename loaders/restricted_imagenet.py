@@ -12,9 +12,10 @@ says "five subclasses each", but the grouping gives the monkeys four (371-374): 
 against the standard ``imagenet_class_index.json``.
 
 Layout read: ``ROOT/train/<wnid>/*.JPEG`` and ``ROOT/val/<wnid>/*`` (or ``ROOT/test/<wnid>/``); folders
-outside the grouping are ignored. Decoded splits are cached (``.npz`` in the decoded-image cache that
-ImageFolder uses, ``sources.decoded_cache_root``), keyed by the files' names, sizes and mtimes and the
-image size, because decoding ~90k full-size JPEGs is the slow part.
+outside the grouping are ignored. Splits are file lists (``sources.FileSplit``), as for ImageFolder: the
+``.beton`` writer decodes them file by file (224 px, ~13.5 GB, never needs to fit in RAM); where they are
+decoded into memory the result is cached (``.npz`` in ``sources.decoded_cache_root``), keyed by the files'
+names, sizes and mtimes and the image size, because decoding ~90k full-size JPEGs is the slow part.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import os
 from pathlib import Path
 
 from .errors import DataError
-from .sources import IMAGE_EXTENSIONS, Dataset, decode_samples, decoded_cache_root
+from .sources import IMAGE_EXTENSIONS, Dataset, FileSplit, decoded_cache_root
 
 SUPERCLASSES = ("bird", "turtle", "lizard", "spider", "crab", "dog", "cat", "big_cat", "beetle",
                 "butterfly", "monkey", "fish", "fruit", "fungus")
@@ -100,20 +101,20 @@ def _list_split(root: str, expected: dict[str, int] | None) -> tuple[dict[str, i
 def _read_split(root: str, expected, size: int, cache: Path | None, workers: int):
     mapping, samples = _list_split(root, expected)
     tag = f"restricted_imagenet-{os.path.basename(root)}-{size}px"
-    split, skipped = decode_samples(samples, size, root, cache, tag, workers)
-    return mapping, split, skipped
+    return mapping, FileSplit(samples, size, root, cache, tag, workers)
 
 
 def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | os.PathLike | None = None,
                              workers: int | None = None) -> Dataset:
     """Read Restricted ImageNet (balanced) from an ImageNet ImageFolder tree at ``path``.
 
-    Returns a :class:`Dataset` with 14 classes (``SUPERCLASSES``); splits hold uint8
-    ``[N, image_size, image_size, 3]`` images (each file decoded and resized, aspect not kept, with
-    ``sources.decode_image``) and int64 superclass labels, in (wnid, file name) order. ``val/`` (or
-    ``test/``) becomes the test split. Unreadable files are skipped with a warning and counted in
-    ``meta['skipped']``. Decoded splits are cached under ``cache_dir`` (default: ``$LURE_FAST_DECODED_CACHE``
-    or ~/.cache/lure-fast/decoded, as for ImageFolder; pass ``cache_dir=False`` to not cache).
+    Returns a :class:`Dataset` with 14 classes (``SUPERCLASSES``); its splits are ``sources.FileSplit``
+    objects (nothing is decoded here but each split's first file) of uint8 ``[N, image_size, image_size, 3]``
+    images (each file decoded and resized, aspect not kept, with ``sources.decode_image``) and int64
+    superclass labels, in (wnid, file name) order. ``val/`` (or ``test/``) becomes the test split.
+    Unreadable files are skipped with a warning and counted in ``dataset.skipped`` once a split is decoded
+    or written. Decoded splits are cached under ``cache_dir`` (default: ``$LURE_FAST_DECODED_CACHE`` or
+    ~/.cache/lure-fast/decoded, as for ImageFolder; pass ``cache_dir=False`` to not cache).
     """
     if not os.path.isdir(path):
         raise DataError(f"--data {path}: no such folder; pass the ImageNet folder holding train/ and val/")
@@ -125,9 +126,11 @@ def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | o
                         "val/<wnid>/ class folders")
     cache = None if cache_dir is False else (Path(cache_dir).expanduser() if cache_dir else decoded_cache_root())
     workers = workers or len(os.sched_getaffinity(0))
-    mapping, train, s1 = _read_split(os.path.join(path, "train"), None, image_size, cache, workers)
-    _, test, s2 = _read_split(test_dir, mapping, image_size, cache, workers)
+    mapping, train = _read_split(os.path.join(path, "train"), None, image_size, cache, workers)
+    _, test = _read_split(test_dir, mapping, image_size, cache, workers)
+    for split in (train, test):  # a split without one readable file: one error now, not at its first use
+        split.first()
     name = "restricted_imagenet" if image_size == 32 else f"restricted_imagenet{image_size}"
     return Dataset(name, "restricted_imagenet", train, test, list(SUPERCLASSES), os.path.abspath(path),
-                   {"skipped": {"train": s1, "test": s2}, "wnids": dict(sorted(mapping.items())),
+                   {"wnids": dict(sorted(mapping.items())),
                     "ranges": BALANCED_RANGES, "image_size": image_size})

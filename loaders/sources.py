@@ -8,7 +8,9 @@ Layouts understood (``detect_layout``):
   * ``imagefolder`` ``ROOT/train/<class>/*.{jpg,png,...}`` and ``ROOT/test/<class>/...``.
 
 Every reader returns a :class:`Dataset` whose splits hold ``images`` as a uint8 tensor
-``[N, H, W, C]`` and ``labels`` as an int64 tensor ``[N]``, in a fixed, documented order.
+``[N, H, W, C]`` and ``labels`` as an int64 tensor ``[N]``, in a fixed, documented order. ImageFolder
+and Restricted ImageNet splits are :class:`FileSplit` objects: lists of files, decoded into memory only when
+their ``images`` are read, so the ``.beton`` writer can decode them file by file instead.
 """
 from __future__ import annotations
 
@@ -33,17 +35,36 @@ DIGITS_TEST_SIZE = 297  # 1,797 digits -> 1,500 train + 297 held-out test
 class Split:
     images: torch.Tensor  # uint8 [N, H, W, C]
     labels: torch.Tensor  # int64 [N]
+    skipped: int = 0  # unreadable source files left out
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+        return tuple(int(d) for d in self.images.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return self.images.numel() * self.images.element_size()
+
+    def image(self, i: int) -> np.ndarray:
+        """Sample ``i``'s pixels, uint8 [H, W, C]."""
+        return self.images[int(i)].numpy()
+
+    def subset(self, rows: np.ndarray) -> "Split":
+        """The samples at positions ``rows``, in that order."""
+        rows = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        return Split(self.images[rows].contiguous(), self.labels[rows])
 
 
 @dataclass
 class Dataset:
     name: str
     layout: str
-    train: Split
-    test: Split
+    train: Split | FileSplit
+    test: Split | FileSplit
     classes: list[str]
     source: str = ""  # absolute path, or "" for the embedded data
     meta: dict = field(default_factory=dict)
@@ -54,9 +75,14 @@ class Dataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of one image."""
-        _, h, w, c = self.train.images.shape
-        return int(c), int(h), int(w)
+        """(C, H, W) of one image (of a file-backed split: its first readable file, decoded alone)."""
+        h, w, c = self.train.sample_shape
+        return c, h, w
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Unreadable files left out of each split (a file-backed split learns it when first decoded or written)."""
+        return {"train": self.train.skipped, "test": self.test.skipped}
 
 
 # --------------------------------------------------------------------------- detection
@@ -213,7 +239,7 @@ def _decode_chunk(args) -> tuple[np.ndarray, np.ndarray, tuple | None]:
 
 
 def _fingerprint(tag: str, size: int | None, samples: list[tuple[str, int]], root: str) -> str:
-    """Key of a decoded split: the real path of ``root`` (the split's folder), and each file's path
+    """Key of a file-backed split (its decoded .npz, and its .beton): the real path of ``root`` (the split's folder), and each file's path
     relative to it, label, size and mtime; so every spelling of one folder (relative, ``..``, a symlink)
     gives one key. A file that cannot be stat-ed (a dangling link, deleted since listing) counts as missing."""
     real = os.path.realpath(root)
@@ -235,26 +261,35 @@ def _warn_skipped(where: str, skipped: int, first_bad: str) -> None:
         warnings.warn(f"{where}: skipped {skipped} unreadable image(s), first {first_bad}", stacklevel=4)
 
 
+def size_mismatch(path: str, shape: tuple, first: tuple) -> DataError:
+    """The error for an image whose (H, W, C) ``shape`` differs from the ``first`` image's."""
+    (h, w, _), (h2, w2, _) = first, shape
+    return DataError(f"{path}: image is {w2}x{h2} but {w}x{h} before it; pass an image size "
+                     "(--image-size) to resize them all")
+
+
 def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str, cache: Path | None = None,
-                   tag: str = "imagefolder", workers: int | None = None, channels: int = 3) -> tuple[Split, int]:
+                   tag: str = "imagefolder", workers: int | None = None, channels: int = 3,
+                   first: np.ndarray | None = None) -> tuple[Split, np.ndarray]:
     """Decode ``(path, label)`` samples of the split folder ``where`` into a :class:`Split`, in worker
     processes, and cache the result as ``.npz`` in ``cache`` keyed by ``where``'s real path and the
     files' relative paths, sizes and times (``None``: no cache). Unreadable or missing files are
-    skipped with a warning, on a cache hit too; returns the split and how many were skipped.
-    Without ``size`` every image must have the first one's shape."""
+    skipped with a warning, on a cache hit too; returns the split and the int64 positions in ``samples``
+    of the files it holds. Without ``size`` every image must have the first one's shape (``first``:
+    that image, when the caller has decoded it already)."""
     cached = cache / f"{tag}-{_fingerprint(tag, size, samples, where)}.npz" if cache else None
     if cached is not None and cached.exists():
         try:
             with np.load(cached) as z:
-                split, skipped, first_bad = (Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])),
-                                             int(z["skipped"]), str(z["first_bad"]))
-            _warn_skipped(where, skipped, first_bad)
-            return split, skipped
-        except Exception:  # truncated or foreign: decode again and overwrite
+                split, kept, first_bad = (Split(torch.from_numpy(z["images"]), torch.from_numpy(z["labels"])),
+                                          z["kept"].astype(np.int64), str(z["first_bad"]))
+            split.skipped = len(samples) - len(kept)
+            _warn_skipped(where, split.skipped, first_bad)
+            return split, kept
+        except Exception:  # truncated, foreign or written before "kept": decode again and overwrite
             pass
-    first = next((a for a in (decode_image(p, size, channels) for p, _ in samples) if a is not None), None)
     if first is None:
-        raise DataError(f"{where}: none of its {len(samples)} images could be decoded")
+        first = first_readable(samples, size, where, channels)[1]
     chunks = [([p for p, _ in samples[i:i + 512]], size, first.shape) for i in range(0, len(samples), 512)]
     workers = workers or len(os.sched_getaffinity(0))
     if workers <= 1 or len(chunks) <= 1:
@@ -266,12 +301,11 @@ def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str,
             parts = list(pool.map(_decode_chunk, chunks))
     bad = next((m for _, _, m in parts if m is not None), None)
     if bad is not None:
-        (h, w, _), (h2, w2, _) = first.shape, bad[1]
-        raise DataError(f"{bad[0]}: image is {w2}x{h2} but {w}x{h} before it; pass an image size "
-                        "(--image-size) to resize them all")
+        raise size_mismatch(bad[0], bad[1], first.shape)
     ok = np.concatenate([o for _, o, _ in parts])
     images = np.concatenate([im for im, _, _ in parts])[ok]
     labels = np.array([label for _, label in samples], dtype=np.int64)[ok]
+    kept = np.flatnonzero(ok).astype(np.int64)
     skipped = int((~ok).sum())
     first_bad = next((p for (p, _), good in zip(samples, ok) if not good), "")
     _warn_skipped(where, skipped, first_bad)
@@ -279,31 +313,144 @@ def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str,
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(tmp, images=images, labels=labels, skipped=skipped, first_bad=first_bad)
+            np.savez(tmp, images=images, labels=labels, kept=kept, first_bad=first_bad)
             os.replace(tmp, cached)
         except OSError as e:  # the cache only saves time: go on without it
             warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
                           "the next run decodes them again", stacklevel=3)
             tmp.unlink(missing_ok=True)
-    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels)), skipped
+    return Split(torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels), skipped), kept
+
+
+def first_readable(samples: list[tuple[str, int]], size: int | None, where: str, channels: int = 3
+                   ) -> tuple[int, np.ndarray]:
+    """Position and pixels of the first file of ``samples`` that decodes; one DataError line if none does."""
+    for i, (path, _) in enumerate(samples):
+        a = decode_image(path, size, channels)
+        if a is not None:
+            return i, a
+    raise DataError(f"{where}: none of its {len(samples)} images could be decoded")
+
+
+class FileSplit:
+    """A split kept as its image files: ``samples`` (path, label) in split order, each decoded with
+    :func:`decode_image` to ``size`` (``None``: as stored) and ``channels`` channels.
+
+    Reading ``images`` decodes the whole split into memory once (:func:`decode_samples`, cached); the
+    ``.beton`` writer decodes it file by file instead and calls :meth:`resolve`. Which files are
+    unreadable is known only after one of the two, so ``labels``, ``len`` and ``skipped`` decode the
+    split when neither has run. ``sample_shape`` and ``nbytes`` decode only the first readable file.
+    """
+
+    def __init__(self, samples: list[tuple[str, int]], size: int | None, where: str, cache: Path | None,
+                 tag: str, workers: int | None = None, channels: int = 3):
+        self.samples, self.size, self.where, self.cache = samples, size, where, cache
+        self.tag, self.workers, self.channels = tag, workers, channels
+        self.fingerprint = _fingerprint(tag, size, samples, where)
+        self._decoded: Split | None = None
+        self._kept: np.ndarray | None = None  # positions in samples of the readable files
+        self._first: tuple[int, np.ndarray] | None = None
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the readable files are known (decoded, or a .beton written or read)."""
+        return self._kept is not None
+
+    def first(self) -> tuple[int, np.ndarray]:
+        if self._first is None:
+            self._first = first_readable(self.samples, self.size, self.where, self.channels)
+        return self._first
+
+    def _decode(self) -> Split:
+        if self._decoded is None:
+            first = self._first[1] if self._first is not None else None
+            split, kept = decode_samples(self.samples, self.size, self.where, self.cache, self.tag, self.workers,
+                                         self.channels, first)
+            if self._kept is not None and not np.array_equal(kept, self._kept):
+                raise DataError(f"{self.where}: its readable files changed since its .beton was written; run again")
+            self._decoded, self._kept = split, kept
+        return self._decoded
+
+    def resolve(self, kept, first_bad: str = "") -> None:
+        """Record which files are readable (positions in ``samples``), found by writing or reading a .beton."""
+        kept = np.asarray(kept, dtype=np.int64)
+        if self._decoded is not None and not np.array_equal(kept, self._kept):
+            raise DataError(f"{self.where}: its readable files changed since it was decoded; run again")
+        if self._kept is None:
+            _warn_skipped(self.where, len(self.samples) - len(kept), first_bad)
+        self._kept = kept
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self._decode().images
+
+    @property
+    def labels(self) -> torch.Tensor:
+        if self._kept is None:
+            self._decode()
+        if self._decoded is not None:
+            return self._decoded.labels
+        return torch.tensor([self.samples[i][1] for i in self._kept], dtype=torch.int64)
+
+    def __len__(self) -> int:
+        if self._kept is None:
+            self._decode()
+        return len(self._kept)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.samples) - len(self)
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image: the first readable file's (all must match it, or be resized to ``size``)."""
+        return tuple(int(d) for d in self.first()[1].shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded split if every listed file is readable: an upper bound, without decoding."""
+        return len(self.samples) * int(np.prod(self.sample_shape))
+
+    def image(self, i: int) -> np.ndarray:
+        """Sample ``i``'s pixels, uint8 [H, W, C], decoded from its file alone (unless decoded already)."""
+        if self._decoded is not None:
+            return self._decoded.image(i)
+        path = self.samples[int(self._kept[int(i)]) if self._kept is not None else int(i)][0]
+        a = decode_image(path, self.size, self.channels)
+        if a is None:
+            raise DataError(f"{path}: can no longer be decoded; run again to write the dataset afresh")
+        return a
+
+    def subset(self, rows: np.ndarray) -> "FileSplit":
+        """The samples at positions ``rows`` of this (resolved) split, in that order, as a new file list."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._kept is None:
+            self._decode()
+        out = FileSplit([self.samples[i] for i in self._kept[rows]], self.size, self.where, self.cache,
+                        self.tag, self.workers, self.channels)
+        out._kept, out._first = np.arange(len(rows), dtype=np.int64), self._first
+        if self._decoded is not None:
+            out._decoded = self._decoded.subset(rows)
+        return out
 
 
 def read_imagefolder(path: str, size: int | None = None, cache_dir: str | os.PathLike | bool | None = None,
                      workers: int | None = None) -> Dataset:
-    """Unreadable or truncated images are skipped and counted (``meta['skipped']``) with a warning.
-    Decoding runs on every core and is cached (see :func:`decode_samples`; ``cache_dir=False``: none)."""
+    """Both splits as :class:`FileSplit` objects: nothing is decoded here but the first readable file of each
+    (for its shape). Unreadable or truncated images are skipped and counted (``dataset.skipped``) with a
+    warning once the split is decoded (on every core, cached: see :func:`decode_samples`;
+    ``cache_dir=False``: no cache) or written to a .beton."""
     cache = None if cache_dir is False else (Path(cache_dir) if cache_dir else decoded_cache_root())
     classes, train_samples = list_imagefolder(os.path.join(path, "train"))
     _, test_samples = list_imagefolder(os.path.join(path, "test"), classes)
     tag = f"imagefolder-{os.path.basename(os.path.realpath(path))}"  # every spelling of the folder: one file
-    train, s1 = decode_samples(train_samples, size, os.path.join(path, "train"), cache, tag + "-train", workers)
-    test, s2 = decode_samples(test_samples, size, os.path.join(path, "test"), cache, tag + "-test", workers)
-    if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError(f"{path}: train images are {tuple(train.images.shape[1:])} but test images "
-                        f"{tuple(test.images.shape[1:])}; pass an image size to resize both")
+    train = FileSplit(train_samples, size, os.path.join(path, "train"), cache, tag + "-train", workers)
+    test = FileSplit(test_samples, size, os.path.join(path, "test"), cache, tag + "-test", workers)
+    if train.sample_shape != test.sample_shape:
+        raise DataError(f"{path}: train images are {train.sample_shape} but test images "
+                        f"{test.sample_shape}; pass an image size to resize both")
     name = os.path.basename(os.path.normpath(path))
-    return Dataset(name, "imagefolder", train, test, classes, os.path.abspath(path),
-                   {"skipped": {"train": s1, "test": s2}})
+    return Dataset(name, "imagefolder", train, test, classes, os.path.abspath(path))
 
 
 def download_cifar(name: str, root: str) -> str:

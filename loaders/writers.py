@@ -10,18 +10,26 @@ Every file holds three fields per sample, in this order:
 
 Any source ``sources.load_dataset`` reads (torchvision CIFAR-10/100 folders, ImageFolder trees of
 JPEG/PNG, the embedded digits), Restricted ImageNet (``restricted_imagenet``) and few-shot subsets
-(``few_shot``) arrive here as a decoded ``Dataset``; ``beton_for`` turns one split into a file.
+(``few_shot``) arrive here as a ``Dataset``; ``beton_for`` turns one split into a file. A decoded split
+(CIFAR, digits) is written from its tensors; a file-backed split (``sources.FileSplit``: ImageFolder,
+Restricted ImageNet) is decoded file by file inside FFCV's writer processes, straight into the file, so
+a dataset larger than RAM is never held in memory. Its unreadable files are left out (written again
+without them when the first pass finds any) and listed in ``<file>.files.json``, which a later run reads
+instead of decoding; images of differing sizes without an image size are one ``DataError``.
 
 The cache (default ``~/.cache/lure-fast/beton``, or ``$LURE_FAST_BETON_CACHE``, or ``cache_dir=``)
 names each file by a key of the dataset's name, layout and source, the split, the storage mode and
-a SHA-256 of the split's pixels and labels (about 0.1 s for CIFAR-10). A file is written under a
+the split's content: a SHA-256 of a decoded split's pixels and labels (about 0.1 s for CIFAR-10), or a
+file-backed split's fingerprint (its folder's real path, and every file's relative path, label, size and
+mtime, and the image size: ``sources._fingerprint``). A file is written under a
 temporary name, checked, and ``os.replace``-d into place, so a killed write never leaves a file that
 a later run reads; stale temporary files of dead writers are removed. Beside each file a
 ``<file>.sha256`` (``sha256sum`` format) holds the SHA-256 of all its bytes, put in place before the
 file itself. A cached file that fails its check (``check_beton``: header, field layout, allocation
 table, labels, sampled pixels, and that checksum over every byte) is rewritten. The checksum costs
 0.13 s for the 177 MB CIFAR-10 train file (0.22 s with the other checks) and is computed once per
-process and version of a file.
+process and version of a file. ``beton_stats`` gives a file's per-channel pixel mean and std, exact
+(``stats``) and cached in ``<file>.stats.json`` keyed by that checksum.
 """
 from __future__ import annotations
 
@@ -29,6 +37,7 @@ import ctypes
 import fcntl
 import glob
 import hashlib
+import json
 import os
 import queue
 import re
@@ -42,13 +51,16 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .sources import Dataset, Split
+from .sources import Dataset, FileSplit, Split, size_mismatch
+from .stats import histogram_stats, pixel_histogram
 
 STORAGES = ("raw", "jpg")
 _FFCV_MODE = {"jpg": 0, "raw": 1}  # RGBImageField's per-sample 'mode' byte
 FIELDS = ("image", "label", "index")
 WRITER_VERSION = 1  # bump when the fields or their encoding change: old cache files are then ignored
 CHECKSUM_SUFFIX = ".sha256"
+FILES_SUFFIX = ".files.json"  # a file-backed split's unreadable files
+STATS_SUFFIX = ".stats.json"  # per-channel pixel mean and std
 INSTALL_HINT = "install it with scripts/install_ffcv.sh PYTHON, or use --loader memory or torch"
 
 
@@ -84,8 +96,7 @@ def few_shot(dataset: Dataset, per_class: int, seed: int = 0) -> Dataset:
                             f"images; lower the per-class count")
         keep.append(rng.choice(idx, size=per_class, replace=False))
     keep = np.sort(np.concatenate(keep))
-    rows = torch.from_numpy(keep)
-    train = Split(dataset.train.images[rows].contiguous(), dataset.train.labels[rows])
+    train = dataset.train.subset(keep)  # a file-backed split stays a file list
     meta = {**dataset.meta, "few_shot": {"per_class": per_class, "seed": seed, "indices": keep}}
     return replace(dataset, name=f"{dataset.name}-fewshot{per_class}", train=train, meta=meta)
 
@@ -116,7 +127,10 @@ def beton_name(dataset: Dataset, split: str, storage: str = "raw", jpeg_quality:
                "split": split, "storage": storage, "quality": jpeg_quality if storage == "jpg" else None,
                "classes": list(dataset.classes)}
     h = hashlib.sha256(repr(sorted(options.items())).encode())
-    h.update(split_fingerprint(getattr(dataset, split)).encode())
+    data = getattr(dataset, split)
+    # a file-backed split is keyed by its files, not its pixels, which would need decoding
+    h.update((f"files {data.fingerprint} {data.channels}" if isinstance(data, FileSplit)
+              else split_fingerprint(data)).encode())
     prefix = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset.name)[:40] or "dataset"
     return f"{prefix}-{split}-{storage}-{h.hexdigest()[:16]}.beton"
 
@@ -170,7 +184,8 @@ def _remove_stale_temporaries(path: Path) -> None:
     no longer running."""
     host = socket.gethostname()
     for tmp in glob.glob(glob.escape(str(path)) + ".*.tmp*"):
-        m = re.fullmatch(re.escape(str(path)) + r"\.(.+)\.(\d+)\.tmp(?:" + re.escape(CHECKSUM_SUFFIX) + ")?", tmp)
+        suffixes = "|".join(re.escape(x) for x in (CHECKSUM_SUFFIX, FILES_SUFFIX, STATS_SUFFIX))
+        m = re.fullmatch(re.escape(str(path)) + r"\.(.+)\.(\d+)\.tmp(?:" + suffixes + ")?", tmp)
         if not m or m.group(1) != host:
             continue
         try:
@@ -196,10 +211,39 @@ class _Samples:
         return len(self.labels)
 
     def __getitem__(self, i):
-        image = self.images[i]
-        if image.shape[2] == 1:
-            image = np.repeat(image, 3, axis=2)
-        return np.ascontiguousarray(image), int(self.labels[i]), int(i)
+        return _sample(self.images[i], int(self.labels[i]), i)
+
+
+def _sample(image: np.ndarray, label: int, i: int):
+    if image.shape[2] == 1:  # RGBImageField stores three channels
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image), label, int(i)
+
+
+class _Files:
+    """The indexable dataset FFCV's writer reads for a file list: sample i -> file i decoded, in the
+    writer's process. A file that does not decode (``failed[i] = 1``) or has another shape than
+    ``shape`` (``failed[i] = 2``) is written as a black placeholder, to be left out by a second pass."""
+
+    def __init__(self, split: FileSplit, positions: np.ndarray, shape: tuple):
+        import multiprocessing
+
+        self.samples = [split.samples[p] for p in positions]
+        self.size, self.channels, self.shape = split.size, split.channels, shape
+        self.failed = multiprocessing.RawArray(ctypes.c_int8, len(self.samples))  # shared with the writers
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        from .sources import decode_image
+
+        path, label = self.samples[i]
+        image = decode_image(path, self.size, self.channels)
+        if image is None or image.shape != self.shape:
+            self.failed[i] = 1 if image is None else 2
+            image = np.zeros(self.shape, dtype=np.uint8)
+        return _sample(image, label, i)
 
 
 def _fields(storage: str, jpeg_quality: int) -> dict:
@@ -261,47 +305,97 @@ def _writer_class():
     return Writer
 
 
-def write_beton(split: Split, path: str | os.PathLike, storage: str = "raw", jpeg_quality: int = 90,
+def write_beton(split: Split | FileSplit, path: str | os.PathLike, storage: str = "raw", jpeg_quality: int = 90,
                 workers: int | None = None) -> str:
     """Write ``split`` to ``path`` as an FFCV file (see the module docstring for its fields).
 
-    Written to ``<path>.<host>.<pid>.tmp`` and renamed into place only when complete and checked:
-    an interrupted write leaves no file at ``path``. Its checksum file ``<path>.sha256`` is renamed
-    into place just before it. Returns ``path``.
+    A :class:`~loaders.sources.FileSplit` is decoded file by file in the writer processes; its unreadable
+    files are left out, listed in ``<path>.files.json`` and recorded in the split (``resolve``, which
+    warns). Written to ``<path>.<host>.<pid>.tmp`` and renamed into place only when complete and checked:
+    an interrupted write leaves no file at ``path``. Its checksum file ``<path>.sha256`` (and list of
+    unreadable files) are renamed into place just before it. Returns ``path``.
     """
     require_ffcv()
     if storage not in STORAGES:
         raise DataError(f"beton storage '{storage}': unknown; choose one of {', '.join(STORAGES)}")
-    if len(split) == 0:
-        raise DataError(f"{path}: the split holds no samples; nothing to write")
-    if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[3] not in (1, 3):
-        raise DataError(f"{path}: images must be uint8 [N, H, W, 1 or 3], got {split.images.dtype} "
-                        f"{list(split.images.shape)}")
+    if not isinstance(split, FileSplit):  # a file list is never empty and decodes to uint8 [H, W, 3]
+        if len(split) == 0:
+            raise DataError(f"{path}: the split holds no samples; nothing to write")
+        if split.images.dtype != torch.uint8 or split.images.ndim != 4 or split.images.shape[3] not in (1, 3):
+            raise DataError(f"{path}: images must be uint8 [N, H, W, 1 or 3], got {split.images.dtype} "
+                            f"{list(split.images.shape)}")
     if not 1 <= jpeg_quality <= 100:
         raise DataError(f"JPEG quality must be in 1..100, got {jpeg_quality}")
     path = Path(path)
     _remove_stale_temporaries(path)
     tmp = Path(f"{path}.{socket.gethostname()}.{os.getpid()}.tmp")
-    tmp_sum = _checksum_path(tmp)
-    workers = max(1, min(workers or len(os.sched_getaffinity(0)), -(-len(split) // 100)))
+    sidecars = [Path(f"{tmp}{suffix}") for suffix in (FILES_SUFFIX, CHECKSUM_SUFFIX)]
+
+    def write(samples) -> None:
+        n = max(1, min(workers or len(os.sched_getaffinity(0)), -(-len(samples) // 100)))
+        _writer_class()(str(tmp), _fields(storage, jpeg_quality), num_workers=n).from_indexed_dataset(
+            samples, chunksize=100)
+
     try:
-        writer = _writer_class()(str(tmp), _fields(storage, jpeg_quality), num_workers=workers)
-        writer.from_indexed_dataset(_Samples(split), chunksize=100)
+        if isinstance(split, FileSplit):
+            sidecars[0].write_text(json.dumps(_write_files(split, write)) + "\n")
+        else:
+            write(_Samples(split))
         check_beton(tmp, split, storage)
         digest = _read_sha256(tmp)
-        tmp_sum.write_text(f"{digest}  {path.name}\n")
-        # checksum first: a file in place always has one; a kill between the renames leaves an old file
+        sidecars[1].write_text(f"{digest}  {path.name}\n")
+        # sidecars first: a file in place always has them; a kill between the renames leaves an old file
         # beside a new checksum, which fails the check and is rewritten
-        os.replace(tmp_sum, _checksum_path(path))
+        for side in sidecars:
+            if side.exists():
+                os.replace(side, f"{path}{side.name[len(tmp.name):]}")
         os.replace(tmp, path)
         file_sha256(path, digest)  # the renamed file keeps its bytes and times: not hashed again
     except OSError as e:
         raise DataError(f"{path}: cannot be written ({e.strerror or e}); free disk space or pass another "
                         "cache_dir") from None
     finally:
-        for t in (tmp, tmp_sum):
+        for t in (tmp, *sidecars):
             t.unlink(missing_ok=True)
     return str(path)
+
+
+def _write_files(split: FileSplit, write) -> dict:
+    """Write ``split``'s files with ``write`` (one FFCV pass over a :class:`_Files`), and again without
+    the ones that failed to decode if any did; resolve the split. Returns the ``.files.json`` content."""
+    from .sources import decode_image
+
+    shape = split.sample_shape
+    positions = np.arange(len(split.samples), dtype=np.int64)
+    for _ in range(2):  # a second pass only where files failed; a third would mean they keep changing
+        files = _Files(split, positions, shape)
+        write(files)
+        failed = np.frombuffer(files.failed, dtype=np.int8)
+        if np.any(failed == 2):
+            path = files.samples[int(np.flatnonzero(failed == 2)[0])][0]
+            raise size_mismatch(path, decode_image(path, split.size, split.channels).shape, shape)
+        if not failed.any():
+            skipped = np.setdiff1d(np.arange(len(split.samples)), positions)
+            first_bad = split.samples[int(skipped[0])][0] if len(skipped) else ""
+            split.resolve(positions, first_bad)
+            return {"files": split.fingerprint, "skipped": skipped.tolist(), "first_bad": first_bad}
+        positions = positions[failed == 0]
+        if not len(positions):
+            raise DataError(f"{split.where}: none of its {len(split.samples)} images could be decoded")
+    raise DataError(f"{split.where}: images became unreadable while the .beton was written; run again")
+
+
+def _resolve_files(path: Path, split: FileSplit, bad) -> None:
+    """Resolve ``split`` from the ``.files.json`` written beside ``path`` (its unreadable files)."""
+    try:
+        listed = json.loads(Path(f"{path}{FILES_SUFFIX}").read_text())
+        skipped = np.asarray(listed["skipped"], dtype=np.int64)
+        fingerprint, first_bad = listed["files"], str(listed["first_bad"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise bad(f"no readable list of its unreadable files {path.name}{FILES_SUFFIX} ({type(e).__name__})") from None
+    if fingerprint != split.fingerprint or np.any((skipped < 0) | (skipped >= len(split.samples))):
+        raise bad(f"its {path.name}{FILES_SUFFIX} describes other files")
+    split.resolve(np.setdiff1d(np.arange(len(split.samples)), skipped), first_bad)
 
 
 # --------------------------------------------------------------------------- checksums
@@ -342,7 +436,7 @@ def _metadata_type():
     return get_metadata_type([RGBImageField(), IntField(), IntField()])
 
 
-def check_beton(path: str | os.PathLike, expect: Split | None = None, storage: str | None = None,
+def check_beton(path: str | os.PathLike, expect: Split | FileSplit | None = None, storage: str | None = None,
                 spot_checks: int = 8, require_checksum: bool = False) -> int:
     """Check ``path`` (see :func:`_check_beton`), then, where ``<path>.sha256`` exists, that every byte
     matches it; ``require_checksum`` (cached files): a missing checksum file fails the check too."""
@@ -376,7 +470,9 @@ def _check_beton(path, expect, storage, spot_checks) -> int:
     """Check that ``path`` is a complete ``.beton`` with this module's fields; return its sample count.
 
     With ``expect``: the sample count, image size, labels and indices must match it, and ``spot_checks``
-    sampled images must equal its pixels (raw) or decode to within JPEG error of them (jpg).
+    sampled images must equal its pixels (raw) or decode to within JPEG error of them (jpg). A file-backed
+    ``expect`` not yet resolved is resolved from ``<path>.files.json``; its sampled images are decoded
+    from their files alone.
     Raises one :class:`DataError` line naming the problem; the fix is to delete the file (a cached file
     is rewritten automatically).
     """
@@ -431,7 +527,9 @@ def _check_beton(path, expect, storage, spot_checks) -> int:
         raise bad("image pointers disagree with the allocation table")
     if expect is None:
         return n
-    _, h, w, c = expect.images.shape
+    if isinstance(expect, FileSplit) and not expect.resolved:
+        _resolve_files(Path(path), expect, bad)
+    h, w, c = expect.sample_shape
     if n != len(expect):
         raise bad(f"{n} samples, the dataset split holds {len(expect)}")
     if np.any(images["height"] != h) or np.any(images["width"] != w):
@@ -446,7 +544,7 @@ def _check_beton(path, expect, storage, spot_checks) -> int:
         for i in picks:
             f.seek(int(images["data_ptr"][i]))
             blob = np.frombuffer(f.read(int(sizes[i])), dtype=np.uint8)
-            want = expect.images[int(i)].numpy()
+            want = expect.image(int(i))
             want = np.repeat(want, 3, axis=2) if c == 1 else want
             if images["mode"][i] == _FFCV_MODE["raw"]:
                 if blob.size != want.size or not np.array_equal(blob.reshape(want.shape), want):
@@ -486,3 +584,66 @@ def read_beton(path: str | os.PathLike, channels: int = 3) -> Split:
             images.append(image[..., :channels])
     labels = torch.from_numpy(meta["f1"].astype(np.int64))
     return Split(torch.from_numpy(np.ascontiguousarray(np.stack(images))), labels)
+
+
+# --------------------------------------------------------------------------- statistics
+
+def beton_stats(path: str | os.PathLike, channels: int = 3) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and unbiased std, in [0, 1], of the first ``channels`` channels of every image in
+    ``path`` (a file this module wrote; JPEG samples decoded with OpenCV), from exact integer sums: equal
+    bit for bit to ``stats.channel_stats`` of the same pixels in memory. Cached in ``<path>.stats.json``,
+    keyed by the file's SHA-256; a cache that cannot be written is only warned about."""
+    require_ffcv()
+    digest = file_sha256(path)
+    side = Path(f"{path}{STATS_SUFFIX}")
+    try:
+        saved = json.loads(side.read_text())
+        if saved["sha256"] == digest and saved["channels"] == channels:
+            return tuple(saved["mean"]), tuple(saved["std"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: count again
+        pass
+    mean, std = histogram_stats(beton_histogram(path, channels))
+    tmp = Path(f"{path}.{socket.gethostname()}.{os.getpid()}.tmp{STATS_SUFFIX}")
+    try:  # floats go through JSON unchanged (repr round-trips)
+        tmp.write_text(json.dumps({"sha256": digest, "channels": channels, "mean": mean, "std": std}) + "\n")
+        os.replace(tmp, side)
+    except OSError as e:
+        warnings.warn(f"could not cache the pixel statistics in {side} ({e.strerror}); the next run counts "
+                      "them again", stacklevel=2)
+        tmp.unlink(missing_ok=True)
+    return mean, std
+
+
+def beton_histogram(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """int64 [channels, 256]: ``stats.pixel_histogram`` of every image in ``path``, read in file order in
+    blocks of about ``stats.CHUNK`` bytes (memory stays bounded for a file larger than RAM)."""
+    import cv2
+    from ffcv.reader import Reader
+
+    from .stats import CHUNK
+
+    reader = Reader(str(path))
+    meta, table = reader.metadata["f0"], reader.alloc_table
+    sizes = np.zeros(len(meta), dtype=np.int64)
+    sizes[table["sample_id"].astype(np.int64)] = table["size"]
+    starts = meta["data_ptr"].astype(np.int64)
+    order = np.argsort(starts, kind="stable")
+    hist = np.zeros((channels, 256), dtype=np.int64)
+    with open(path, "rb") as f:
+        i = 0
+        while i < len(order):
+            j = i + 1  # samples i..j-1 span at most CHUNK bytes (or are one sample)
+            while j < len(order) and starts[order[j]] + sizes[order[j]] - starts[order[i]] <= CHUNK:
+                j += 1
+            base = int(starts[order[i]])
+            f.seek(base)
+            block = np.frombuffer(f.read(int(starts[order[j - 1]] + sizes[order[j - 1]]) - base), dtype=np.uint8)
+            pixels = []
+            for k in order[i:j]:
+                blob = block[starts[k] - base:starts[k] - base + sizes[k]]
+                raw = meta["mode"][k] == _FFCV_MODE["raw"]
+                image = blob if raw else cv2.imdecode(blob, cv2.IMREAD_COLOR)[..., ::-1]
+                pixels.append(image.reshape(-1, 3)[:, :channels])
+            hist += pixel_histogram(np.concatenate(pixels))
+            i = j
+    return hist

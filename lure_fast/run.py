@@ -75,7 +75,7 @@ def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:
         return cfg.loader, None
     if cfg.data is None and cfg.dataset in (None, "digits"):  # the embedded data: tiny
         return "memory", None
-    nbytes = sum(s.images.numel() * s.images.element_size() for s in (dataset.train, dataset.test))
+    nbytes = dataset.train.nbytes + dataset.test.nbytes  # of a file list: count x first image, nothing decoded
     if device.type == "cuda" and nbytes <= torch.cuda.get_device_properties(device).total_memory // 4:
         return "memory", None
     try:
@@ -87,16 +87,15 @@ def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:
     return "ffcv", None
 
 
-def data_stats(dataset) -> tuple[tuple, tuple]:
-    """Normalisation constants: the usual ones for CIFAR, else computed from the training images."""
+def data_stats(dataset, backend) -> tuple[tuple, tuple]:
+    """Normalisation constants: the usual ones for CIFAR, else computed from the training images, exactly
+    (so the ffcv backend, counting from its .beton, gives the memory backend's numbers), to 4 decimals."""
     if dataset.name == "cifar10":
         return CIFAR10_MEAN, CIFAR10_STD
     if dataset.name == "cifar100":
         return CIFAR100_MEAN, CIFAR100_STD
-    x = dataset.train.images.float().div(255)
-    mean = x.mean(dim=(0, 1, 2))
-    std = x.std(dim=(0, 1, 2)).clamp_min(1e-3)
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+    mean, std = backend.channel_stats("train")
+    return tuple(round(v, 4) for v in mean), tuple(round(max(v, 1e-3), 4) for v in std)
 
 
 def load_data(cfg):
@@ -104,8 +103,9 @@ def load_data(cfg):
     return load_dataset(cfg.dataset, cfg.data, cfg.image_size)
 
 
-def build_stream(cfg, dataset):
-    n = len(dataset.train)
+def build_stream(cfg, dataset, n: int | None = None):
+    """The mega-batches over ``dataset``'s training split (of ``n`` samples: by default its length)."""
+    n = len(dataset.train) if n is None else n
     size = cfg.megabatch_size or n // cfg.megabatches
     try:
         return make_stream(n, cfg.megabatches, size, cfg.replay, cfg.buffer_size,
@@ -179,23 +179,26 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
             raise RunError(f"--out {out}: no usable checkpoint to resume from; run again with --overwrite")
         _check_same(cfg, ckpt["config"], out)
 
-    dataset = load_data(cfg)
-    stream = build_stream(cfg, dataset)
-    mean, std = data_stats(dataset)
+    from .loaders import make_backend
+    dataset = load_data(cfg)  # image files stay on disk until a backend decodes them
+    loader_name, note = choose_loader(cfg, dataset, device)
+    if note and not resume:
+        print(f"lure-fast: note: {note}", file=sys.stderr)
+    # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
+    # found by decoding, can only make the training set smaller)
+    build_stream(cfg, dataset, len(getattr(dataset.train, "samples", None) or dataset.train))
+    channels_last = device.type == "cuda"
+    backend = make_backend(loader_name, dataset, device, channels_last)  # ffcv: the .beton files, written once
+    stream = build_stream(cfg, dataset)  # the split sizes are known once unreadable files are
+    mean, std = data_stats(dataset, backend)
     c, h, w = dataset.image_shape
     with seeded(derive_seed(cfg.seed, 0), torch.device("cpu")):  # the same initial weights on any device
         model = build_model(cfg.arch, dataset.num_classes, c, cfg.width, cfg.stem, mean, std)
     init_state = [t.clone() for t in model.state_dict().values()] if cfg.method == "cold" else None
-    channels_last = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     if init_state is not None:
         init_state = [t.to(device) for t in init_state]
 
-    from .loaders import make_backend
-    loader_name, note = choose_loader(cfg, dataset, device)
-    if note and not resume:
-        print(f"lure-fast: note: {note}", file=sys.stderr)
-    backend = make_backend(loader_name, dataset, device, channels_last)
     first = stream[0]
     train_ld = backend.loader("train", first.train, cfg.batch_size, augment=cfg.augment, shuffle=True, seed=cfg.seed)
     val_ld = backend.loader("train", first.val, cfg.eval_batch_size, seed=cfg.seed)
@@ -285,7 +288,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
                    "dataset": {"name": dataset.name, "layout": dataset.layout, "train": len(dataset.train),
                                "test": len(dataset.test), "classes": dataset.num_classes,
                                "image_shape": list(dataset.image_shape),
-                               "skipped": dict(dataset.meta.get("skipped", {"train": 0, "test": 0}))},
+                               "skipped": dataset.skipped},
                    "megabatches": results, "summary": summarize(results)}
     write_json(os.path.join(out, RESULTS), out_results)
     if os.path.exists(os.path.join(out, PROGRESS)):

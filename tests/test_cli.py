@@ -93,16 +93,22 @@ def test_compare_validates_every_method_before_running(tmp_path, capsys):
     assert not (tmp_path / "c").exists()
 
 
-def test_imagefolder_data(tmp_path, capsys):
+def write_pngs(root, per_class: dict = {"train": 60, "test": 10}):
+    """An ImageFolder of random 12x12 PNGs, classes cat and dog."""
     from PIL import Image
     import numpy as np
     rng = np.random.default_rng(0)
-    for split, n in (("train", 60), ("test", 10)):
+    for split, n in per_class.items():
         for c in ("cat", "dog"):
-            d = tmp_path / "ds" / split / c
+            d = root / split / c
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_imagefolder_data(tmp_path, capsys):
+    write_pngs(tmp_path / "ds")
     (tmp_path / "ds" / "train" / "dog" / "60.png").symlink_to(tmp_path / "gone.png")  # dangling: skipped, counted
     out = tmp_path / "o"
     with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
@@ -111,6 +117,65 @@ def test_imagefolder_data(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"] == {"name": "ds", "layout": "imagefolder", "train": 120, "test": 20, "classes": 2,
                               "image_shape": [3, 12, 12], "skipped": {"train": 1, "test": 0}}
+
+
+def test_ffcv_streams_an_imagefolder_without_decoding_it_and_matches_memory(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ffcv", reason="FFCV is not installed (scripts/install_ffcv.sh installs it)")
+    from lure_fast.loaders import sources, writers
+
+    root = write_pngs(tmp_path / "ds")
+    (root / "train" / "cat" / "7.png").write_bytes(b"truncated")
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "beton"))
+    # no augmentation: the backends draw their flips and shifts differently
+    args = ["run", "--data", str(root), "--preset", "tiny", "--megabatch-size", "50", "--method", "lure",
+            "--no-augment", "--quiet"]
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+        assert main([*args, "--loader", "memory", "--out", str(tmp_path / "memory")]) == 0
+    fail = lambda *a, **k: pytest.fail("the ffcv path decoded the split, or rewrote or recounted a cached file")
+    monkeypatch.setattr(sources, "decode_samples", fail)
+    for out in ("ffcv", "again"):  # the second run reuses the .beton files and their pixel statistics
+        with pytest.warns(UserWarning, match="skipped 1 unreadable image"):
+            assert main([*args, "--loader", "ffcv", "--out", str(tmp_path / out)]) == 0
+        monkeypatch.setattr(writers, "write_beton", fail)
+        monkeypatch.setattr(writers, "beton_histogram", fail)
+
+    def results(out):
+        r = json.loads((tmp_path / out / "results.json").read_text())
+        assert r.pop("loader") == r["config"].pop("loader") == out.replace("again", "ffcv")
+        r["megabatches"] = [{k: v for k, v in m.items() if "seconds" not in k} for m in r["megabatches"]]
+        r["summary"].pop("seconds")
+        return r
+
+    memory = results("memory")
+    assert memory["dataset"]["skipped"] == {"train": 1, "test": 0}
+    assert results("ffcv") == memory and results("again") == memory
+
+
+def test_imagefolder_of_mixed_sizes_is_one_clear_line_on_the_ffcv_path(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ffcv", reason="FFCV is not installed (scripts/install_ffcv.sh installs it)")
+    from PIL import Image
+    import numpy as np
+
+    root = write_pngs(tmp_path / "ds", {"train": 10, "test": 2})
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(root / "train" / "dog" / "9.png")
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "beton"))
+    assert main(["run", "--data", str(root), *TINY, "--megabatch-size", "10", "--loader", "ffcv",
+                 "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lure-fast: error: "), err
+    assert "dog/9.png: image is 30x20 but 12x12 before it; pass an image size (--image-size)" in err[0]
+
+
+def test_a_stream_too_large_for_the_listed_files_fails_before_any_beton_is_written(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("ffcv", reason="FFCV is not installed (scripts/install_ffcv.sh installs it)")
+    root = write_pngs(tmp_path / "ds", {"train": 10, "test": 2})
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "beton"))
+    args = ["run", "--data", str(root), "--preset", "tiny", "--megabatches", "3", "--megabatch-size", "10",
+            "--loader", "ffcv", "--quiet", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "but the training set holds 20" in err[0], err
+    assert not (tmp_path / "beton").exists() or not os.listdir(tmp_path / "beton")
 
 
 def test_ffcv_run_on_real_cifar10_jpegs(tmp_path, cifar_jpeg, capsys, monkeypatch):

@@ -42,7 +42,7 @@ import torch
 from ..augment import crop_padding
 from ..base import Backend, EpochLoader, epoch_generator, unit_divisor
 from ..errors import DataError
-from ..writers import beton_for, check_beton, require_ffcv
+from ..writers import beton_for, beton_stats, check_beton, require_ffcv
 
 require_ffcv()
 from ffcv.fields.basics import IntDecoder  # noqa: E402
@@ -343,6 +343,11 @@ class FFCVBackend(Backend):
         self._idle: dict[tuple, list[_Pooled]] = {}
         self._pages: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
+
+    def channel_stats(self, split: str = "train"):
+        """As ``Backend.channel_stats``, counted from the split's .beton (cached beside it), not from memory."""
+        self.split_size(split)
+        return beton_stats(self.paths[split], self.dataset.image_shape[0])
 
     def loader(self, split, indices, batch_size, augment=False, shuffle=False, drop_last=False, seed=0):
         if split not in self.paths:

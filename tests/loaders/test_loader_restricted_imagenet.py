@@ -64,8 +64,9 @@ def test_class_folders_map_to_their_superclass(tmp_path):
 def test_decoded_splits_are_cached_and_a_larger_size_can_be_kept(tmp_path, monkeypatch):
     root = write_tree(tmp_path / "in", first_wnids())
     first = rin.read_restricted_imagenet(str(root), cache_dir=tmp_path / "cache")
+    first.train.images, first.test.images  # file lists until read: decode (and cache) both splits now
     from lure_fast.loaders import sources
-    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr(sources, "_decode_chunk", lambda *a, **k: pytest.fail("decoded again despite the cache"))
     again = rin.read_restricted_imagenet(str(root), cache_dir=tmp_path / "cache")
     assert np.array_equal(first.train.images, again.train.images)
     assert np.array_equal(first.test.labels, again.test.labels)

@@ -116,13 +116,15 @@ def test_unreadable_truncated_and_missing_images_are_skipped_with_a_warning_cach
     good = image(root / "train" / "b" / "2.jpg", fmt="JPEG").read_bytes()
     (root / "train" / "b" / "2.jpg").write_bytes(good[: len(good) // 2])
     (root / "train" / "b" / "3.png").symlink_to(tmp_path / "deleted.png")  # dangling
+    ds = load_dataset(path=str(root))  # lists the files; the split is decoded when first read
     with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):
-        ds = load_dataset(path=str(root))
-    assert len(ds.train) == 5 and ds.meta["skipped"] == {"train": 3, "test": 0}
-    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+        assert len(ds.train) == 5
+    assert ds.skipped == {"train": 3, "test": 0}
+    monkeypatch.setattr(sources, "_decode_chunk", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    again = load_dataset(path=str(root))
     with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):  # a cache hit says so too
-        again = load_dataset(path=str(root))
-    assert torch.equal(again.train.images, ds.train.images) and again.meta["skipped"] == {"train": 3, "test": 0}
+        assert torch.equal(again.train.images, ds.train.images)
+    assert again.skipped == {"train": 3, "test": 0}
 
 
 def test_every_spelling_of_a_folder_shares_one_decoded_cache_entry(tmp_path, monkeypatch):
@@ -133,7 +135,8 @@ def test_every_spelling_of_a_folder_shares_one_decoded_cache_entry(tmp_path, mon
     (tmp_path / "alias").symlink_to(root)
     cache = tmp_path / "cache"
     first = sources.read_imagefolder(str(root), cache_dir=cache)
-    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    first.train.images, first.test.images  # file lists until read: decode (and cache) both splits now
+    monkeypatch.setattr(sources, "_decode_chunk", lambda *a, **k: pytest.fail("decoded again despite the cache"))
     monkeypatch.chdir(tmp_path / "data")
     for spelling in ("ds", "./ds/", f"{tmp_path}/data/../data/ds", str(tmp_path / "link" / "ds"), "../alias"):
         again = sources.read_imagefolder(spelling, cache_dir=cache)
@@ -152,7 +155,7 @@ def test_images_of_different_sizes_need_an_image_size(tmp_path):
     tree(tmp_path)
     image(tmp_path / "train" / "a" / "9.png", w=30, h=30)
     with pytest.raises(DataError, match="pass an image size"):
-        load_dataset(path=str(tmp_path))
+        load_dataset(path=str(tmp_path)).train.images
     assert load_dataset(path=str(tmp_path), image_size=8).train.images.shape == (5, 8, 8, 3)
 
 
@@ -175,7 +178,8 @@ def test_imagefolder_decoding_is_cached_and_parallel_results_equal_serial(tmp_pa
                 Image.fromarray(rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
     serial = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=False, workers=1)
     first = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=tmp_path / "cache", workers=2)
+    first.train.images, first.test.images  # file lists until read: decode (and cache) both splits now
     assert torch.equal(serial.train.images, first.train.images) and torch.equal(serial.train.labels, first.train.labels)
-    monkeypatch.setattr(sources, "decode_image", lambda *a, **k: pytest.fail("decoded again despite the cache"))
+    monkeypatch.setattr(sources, "_decode_chunk", lambda *a, **k: pytest.fail("decoded again despite the cache"))
     again = sources.read_imagefolder(str(tmp_path / "ds"), cache_dir=tmp_path / "cache")
     assert torch.equal(first.test.images, again.test.images) and torch.equal(first.test.labels, again.test.labels)

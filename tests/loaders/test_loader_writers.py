@@ -322,3 +322,80 @@ def test_bad_writer_arguments_are_refused(tmp_path):
         writers.write_beton(ds.train, tmp_path / "x.beton", "jpg", jpeg_quality=0)
     with pytest.raises(DataError, match="no samples"):
         writers.write_beton(ds.train.__class__(ds.train.images[:0], ds.train.labels[:0]), tmp_path / "y.beton")
+
+
+# --------------------------------------------------------------------------- file-backed splits
+
+def no_decoding(monkeypatch):
+    """Fail the test if any split is decoded into memory (the streaming path must never do it)."""
+    from lure_fast.loaders import sources
+
+    monkeypatch.setattr(sources, "decode_samples", lambda *a, **k: pytest.fail("decoded the split into memory"))
+
+
+def test_a_file_backed_split_streams_into_the_file_its_decoded_pixels_make(tmp_path, monkeypatch):
+    from lure_fast.loaders import Dataset, Split
+
+    root = write_imagefolder(tmp_path / "data", per_class=70)  # 210 files: several writer chunks
+    decoded = load_dataset(path=str(root))
+    decoded = Dataset(decoded.name, decoded.layout, Split(decoded.train.images, decoded.train.labels),
+                      decoded.test, decoded.classes, decoded.source)
+    from_memory = read_beton(beton_for(decoded, "train", cache_dir=tmp_path / "memory"))
+    lazy = load_dataset(path=str(root))
+    no_decoding(monkeypatch)
+    streamed = read_beton(beton_for(lazy, "train", cache_dir=tmp_path / "files"))
+    assert len(streamed.labels) == 210 and torch.equal(streamed.labels, from_memory.labels)
+    for i in range(210):
+        assert torch.equal(streamed.images[i], from_memory.images[i]), i
+
+
+def test_unreadable_files_are_left_out_of_the_streamed_file_and_counted_as_in_memory(tmp_path, monkeypatch):
+    root = write_imagefolder(tmp_path / "data", per_class=4)
+    (root / "train" / "cat" / "1.png").write_bytes(b"not an image")
+    (root / "train" / "dog" / "9.jpg").symlink_to(tmp_path / "gone.jpg")  # dangling: listed, unreadable
+    memory = load_dataset(path=str(root))
+    with pytest.warns(UserWarning, match="skipped 2 unreadable image.*first .*cat/1.png"):
+        memory.train.images
+    lazy = load_dataset(path=str(root))
+    with monkeypatch.context() as m:
+        no_decoding(m)
+        with pytest.warns(UserWarning, match="skipped 2 unreadable image.*first .*cat/1.png"):
+            path = beton_for(lazy, "train", cache_dir=tmp_path / "cache")
+        assert lazy.train.skipped == memory.train.skipped == 2 and len(lazy.train) == len(memory.train) == 11
+        got = read_beton(path)
+        assert torch.equal(got.labels, memory.train.labels) and torch.equal(got.images, memory.train.images)
+        # a later run reads the list of unreadable files beside the file: no decoding, no rewrite
+        m.setattr(writers, "write_beton", lambda *a, **k: pytest.fail("rewrote a valid cached file"))
+        again = load_dataset(path=str(root))
+        with pytest.warns(UserWarning, match="skipped 2 unreadable image"):
+            assert beton_for(again, "train", cache_dir=tmp_path / "cache") == path
+        assert again.train.skipped == 2 and torch.equal(again.train.labels, memory.train.labels)
+
+
+def test_beton_stats_are_exact_equal_the_in_memory_ones_and_are_cached(tmp_path, monkeypatch):
+    from lure_fast.loaders.stats import channel_stats
+
+    ds = coded_dataset(300, 10)
+    path = beton_for(ds, "train", cache_dir=tmp_path)
+    mean, std = writers.beton_stats(path)
+    x = ds.train.images.double() / 255  # float64 reference
+    assert np.allclose(mean, x.mean(dim=(0, 1, 2)).numpy(), rtol=0, atol=1e-13)
+    assert np.allclose(std, x.std(dim=(0, 1, 2)).numpy(), rtol=0, atol=1e-13)
+    assert (mean, std) == channel_stats(ds.train.images)  # bit for bit
+    monkeypatch.setattr(writers, "beton_histogram", lambda *a, **k: pytest.fail("counted the pixels again"))
+    assert writers.beton_stats(path) == (mean, std)
+    assert make_backend("ffcv", ds, cache_dir=tmp_path).channel_stats() == (mean, std)
+
+
+def test_few_shot_of_a_file_backed_split_is_a_shorter_file_list(tmp_path, monkeypatch):
+    from lure_fast.loaders.sources import FileSplit
+
+    root = write_imagefolder(tmp_path / "data", per_class=4)
+    memory = few_shot(load_dataset(path=str(root)), 2, seed=3)
+    lazy = load_dataset(path=str(root))
+    beton_for(lazy, "train", cache_dir=tmp_path)  # knows its readable files now, without decoding them
+    no_decoding(monkeypatch)
+    small = few_shot(lazy, 2, seed=3)
+    assert isinstance(small.train, FileSplit) and len(small.train.samples) == 6
+    got = read_beton(beton_for(small, "train", cache_dir=tmp_path))
+    assert torch.equal(got.images, memory.train.images) and torch.equal(got.labels, memory.train.labels)
