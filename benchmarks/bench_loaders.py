@@ -208,7 +208,8 @@ def beton_cache():
 
 
 def test_beton_write(benchmark, cifar, beton_cache):
-    """Seconds to write the CIFAR-10 train .beton (raw) and its checksum file into an empty cache."""
+    """Seconds to write the CIFAR-10 train .beton (raw) and its checksum file into an empty cache, decoding
+    the JPEG files in the writer processes (the ffcv path reads them from disk, not from memory)."""
     from lure_fast.loaders.writers import beton_for
 
     benchmark.pedantic(lambda: beton_for(cifar, "train", cache_dir=beton_cache), rounds=1)
@@ -334,7 +335,8 @@ def write_results() -> None:
             lines.append(f"| {name} | {first['median_s']:.3f} | {reuse['median_s']:.4f} |" if first and reuse else
                          f"| {name} | {first['median_s'] if first else '-'} | {reuse['median_s'] if reuse else '-'} |")
     if "ffcv/write-train-beton" in build:
-        lines += ["", f"Writing the 50,000-image train .beton (raw, {CORES} writer processes) into an empty cache: "
+        lines += ["", f"Writing the 50,000-image train .beton (raw, {CORES} writer processes, each decoding its share "
+                      "of the JPEG files) into an empty cache: "
                       f"{build['ffcv/write-train-beton']['median_s']:.1f} s."]
     if "ffcv/open-cached-train-beton" in build:
         lines += ["", "Reusing it from the cache in a new process (checks, SHA-256 of every byte): "
