@@ -14,9 +14,9 @@ import torch
 from ._device import order_key
 from ._dispatch import cdiv, interpreting, jit, launch_options, tl, use_triton
 from ._layout import TensorOrSeq, adjacent_flat, read_flat, same_dtype, tensor_list
-from .reference import check_k, kth_smallest_reference
+from .reference import SALIENCY_DTYPES, check_k, kth_smallest_reference
 
-KEY_BITS = {torch.float32: 32, torch.float16: 16, torch.bfloat16: 16}
+KEY_BITS = {d: torch.finfo(d).bits for d in SALIENCY_DTYPES}  # float32: 32, float16 and bfloat16: 16
 # (shift, bits) of each digit, most significant first.
 PASSES = {32: ((21, 11), (10, 11), (0, 10)), 16: ((8, 8), (0, 8))}
 _BITS_STORE = {32: torch.int32, 16: torch.int16}

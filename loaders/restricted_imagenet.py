@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from .errors import DataError
-from .sources import IMAGE_EXTENSIONS, Dataset, FileSplit, decoded_cache_root
+from .sources import IMAGE_EXTENSIONS, Dataset, FileSplit, decoded_cache
 
 SUPERCLASSES = ("bird", "turtle", "lizard", "spider", "crab", "dog", "cat", "big_cat", "beetle",
                 "butterfly", "monkey", "fish", "fruit", "fungus")
@@ -124,7 +124,7 @@ def read_restricted_imagenet(path: str, image_size: int = 32, cache_dir: str | o
     if test_dir is None:
         raise DataError(f"--data {path}: no val/ (or test/) folder; ImageNet's validation images must sit in "
                         "val/<wnid>/ class folders")
-    cache = None if cache_dir is False else (Path(cache_dir).expanduser() if cache_dir else decoded_cache_root())
+    cache = decoded_cache(cache_dir)
     workers = workers or len(os.sched_getaffinity(0))
     mapping, train = _read_split(os.path.join(path, "train"), None, image_size, cache, workers)
     _, test = _read_split(test_dir, mapping, image_size, cache, workers)

@@ -46,6 +46,11 @@ class Split:
         return tuple(int(d) for d in self.images.shape[1:])
 
     @property
+    def listed(self) -> int:
+        """Samples before unreadable source files are left out: here ``len``."""
+        return len(self)
+
+    @property
     def nbytes(self) -> int:
         return self.images.numel() * self.images.element_size()
 
@@ -220,6 +225,13 @@ def decoded_cache_root() -> Path:
     """Where decoded ImageFolder splits are cached: ``$LURE_FAST_DECODED_CACHE`` or ~/.cache/lure-fast/decoded."""
     env = os.environ.get("LURE_FAST_DECODED_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lure-fast" / "decoded"
+
+
+def decoded_cache(cache_dir: str | os.PathLike | bool | None) -> Path | None:
+    """A reader's ``cache_dir`` argument as a folder: None -> :func:`decoded_cache_root`, False -> no cache."""
+    if cache_dir is False:
+        return None
+    return Path(cache_dir).expanduser() if cache_dir else decoded_cache_root()
 
 
 def _decode_chunk(args) -> tuple[np.ndarray, np.ndarray, tuple | None]:
@@ -407,9 +419,14 @@ class FileSplit:
         return tuple(int(d) for d in self.first()[1].shape)
 
     @property
+    def listed(self) -> int:
+        """Files listed, readable or not: an upper bound on ``len``, known without decoding."""
+        return len(self.samples)
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the decoded split if every listed file is readable: an upper bound, without decoding."""
-        return len(self.samples) * int(np.prod(self.sample_shape))
+        return self.listed * int(np.prod(self.sample_shape))
 
     def image(self, i: int) -> np.ndarray:
         """Sample ``i``'s pixels, uint8 [H, W, C], decoded from its file alone (unless decoded already)."""
@@ -440,7 +457,7 @@ def read_imagefolder(path: str, size: int | None = None, cache_dir: str | os.Pat
     (for its shape). Unreadable or truncated images are skipped and counted (``dataset.skipped``) with a
     warning once the split is decoded (on every core, cached: see :func:`decode_samples`;
     ``cache_dir=False``: no cache) or written to a .beton."""
-    cache = None if cache_dir is False else (Path(cache_dir) if cache_dir else decoded_cache_root())
+    cache = decoded_cache(cache_dir)
     classes, train_samples = list_imagefolder(os.path.join(path, "train"))
     _, test_samples = list_imagefolder(os.path.join(path, "test"), classes)
     tag = f"imagefolder-{os.path.basename(os.path.realpath(path))}"  # every spelling of the folder: one file

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .sources import Dataset, FileSplit, Split, size_mismatch
+from .sources import Dataset, FileSplit, Split, decode_image, size_mismatch
 from .stats import histogram_stats, pixel_histogram
 
 STORAGES = ("raw", "jpg")
@@ -236,8 +236,6 @@ class _Files:
         return len(self.samples)
 
     def __getitem__(self, i):
-        from .sources import decode_image
-
         path, label = self.samples[i]
         image = decode_image(path, self.size, self.channels)
         if image is None or image.shape != self.shape:
@@ -363,8 +361,6 @@ def write_beton(split: Split | FileSplit, path: str | os.PathLike, storage: str 
 def _write_files(split: FileSplit, write) -> dict:
     """Write ``split``'s files with ``write`` (one FFCV pass over a :class:`_Files`), and again without
     the ones that failed to decode if any did; resolve the split. Returns the ``.files.json`` content."""
-    from .sources import decode_image
-
     shape = split.sample_shape
     positions = np.arange(len(split.samples), dtype=np.int64)
     for _ in range(2):  # a second pass only where files failed; a third would mean they keep changing

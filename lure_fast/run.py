@@ -186,7 +186,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
         print(f"lure-fast: note: {note}", file=sys.stderr)
     # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
     # found by decoding, can only make the training set smaller)
-    build_stream(cfg, dataset, len(getattr(dataset.train, "samples", None) or dataset.train))
+    build_stream(cfg, dataset, dataset.train.listed)
     channels_last = device.type == "cuda"
     backend = make_backend(loader_name, dataset, device, channels_last)  # ffcv: the .beton files, written once
     stream = build_stream(cfg, dataset)  # the split sizes are known once unreadable files are
