@@ -4,11 +4,18 @@ The Triton path is taken for CUDA tensors, and for CPU tensors when the environm
 ``TRITON_INTERPRET`` is set (Triton's interpreter: how the tests exercise the kernels on machines
 without a GPU). Every other call goes to the exact PyTorch reference in ``reference.py``.
 The choice is made at call time, so the variable may be set after this package was imported.
+
+Triton itself fixes interpreted-or-compiled for every ``@triton.jit`` function when it is defined,
+its own library (``tl.sum``, ``tl.zeros``, ...) included. Our kernels are declared with ``jit`` below,
+whose launches follow the variable at launch time instead; nothing in Triton is changed for other
+code (see ``_interpreting``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 
 import torch
 
@@ -63,30 +70,49 @@ def use_triton(t: torch.Tensor) -> bool:
 
 
 if triton is not None:
+    _LOCK = threading.RLock()
+    _MISSING = object()
+    # while one of our interpreted launches runs: its thread, the nesting depth, what __call__ was
+    _STATE = {"owner": None, "depth": 0, "saved": _MISSING, "call": None}
+    _DEVICE_FUNCTIONS: dict = {}  # python function -> its InterpretedFunction
 
-    def _interpret_device_calls() -> None:
-        """Let JIT functions be called as device functions under the interpreter.
+    def _interpreted_call(self, *args, **kwargs):
+        # A JITFunction called inside one of our interpreted launches (a device function of ours,
+        # or of triton.language compiled at Triton's import): interpret it. On another thread,
+        # Triton's own behaviour.
+        if _STATE["owner"] != threading.get_ident():
+            return _STATE["call"](self, *args, **kwargs)
+        interpreted = _DEVICE_FUNCTIONS.get(self.fn)
+        if interpreted is None:
+            interpreted = _DEVICE_FUNCTIONS[self.fn] = InterpretedFunction(self.fn)
+        return interpreted(*args, **kwargs)
 
-        Triton picks interpreted or compiled for every ``@triton.jit`` function, its own library
-        (``tl.zeros``, ``tl.sum``'s combine function, ...) included, when the function is defined,
-        i.e. at import. When ``TRITON_INTERPRET`` is set only later, the interpreter meets compiled
-        ``JITFunction``s whose ``__call__`` just raises; this makes such a call interpret the
-        function instead. Outside the interpreter the original ``__call__`` (an error) is kept.
+    @contextmanager
+    def _interpreting():
+        """For the length of one interpreted launch of our kernels, on this thread, calls of
+        ``JITFunction``s (which outside a kernel just raise) interpret the function instead.
+
+        Triton's interpreter meets such calls whenever ``TRITON_INTERPRET`` was set after Triton's
+        import (our own device functions are ``JITFunction``s in any case). ``JITFunction.__call__``
+        is swapped only while the launch runs and restored after it, as Triton's interpreter does
+        with ``triton.language`` during its own launches; other threads see Triton's behaviour.
         """
-        if getattr(JITFunction, "_lure_interpretable", False):
-            return
-        compiled_call = JITFunction.__call__
-
-        def __call__(self, *args, **kwargs):
-            if not _launch_interpreted():
-                return compiled_call(self, *args, **kwargs)
-            interpreted = self.__dict__.get("_lure_interpreted")
-            if interpreted is None:
-                interpreted = self._lure_interpreted = InterpretedFunction(self.fn)
-            return interpreted(*args, **kwargs)
-
-        JITFunction.__call__ = __call__
-        JITFunction._lure_interpretable = True
+        with _LOCK:
+            if _STATE["depth"] == 0:
+                _STATE.update(owner=threading.get_ident(), saved=JITFunction.__dict__.get("__call__", _MISSING),
+                              call=JITFunction.__call__)
+                JITFunction.__call__ = _interpreted_call
+            _STATE["depth"] += 1
+            try:
+                yield
+            finally:
+                _STATE["depth"] -= 1
+                if _STATE["depth"] == 0:
+                    if _STATE["saved"] is _MISSING:
+                        del JITFunction.__call__
+                    else:
+                        JITFunction.__call__ = _STATE["saved"]
+                    _STATE.update(owner=None, saved=_MISSING)
 
     class _Kernel(JITFunction):
         """A ``triton.jit`` kernel that runs under Triton's interpreter when ``TRITON_INTERPRET``
@@ -94,13 +120,13 @@ if triton is not None:
 
         def __init__(self, fn, **kwargs):
             super().__init__(fn, **kwargs)
-            self._lure_interpreted = InterpretedFunction(fn)
+            self._interpreted = InterpretedFunction(fn)
 
         def run(self, *args, grid, warmup, **kwargs):
-            if _launch_interpreted():
-                _interpret_device_calls()
-                return self._lure_interpreted.run(*args, grid=grid, warmup=warmup, **kwargs)
-            return super().run(*args, grid=grid, warmup=warmup, **kwargs)
+            if not _launch_interpreted():
+                return super().run(*args, grid=grid, warmup=warmup, **kwargs)
+            with _interpreting():
+                return self._interpreted.run(*args, grid=grid, warmup=warmup, **kwargs)
 
 
 def jit(fn=None, **kwargs):
