@@ -8,12 +8,11 @@ For ResNet-18 (11.2 M parameters, 10 classes), ResNet-50 (23.5 M, 10 classes) an
 Wide-ResNet-50-2 (68.9 M, 1000 classes), built by torchvision (exact counts are recorded), it times one unlearn step, from the accumulated gradients ``acc`` to the reset weights
 (SNIP saliency ``|acc * w|``, global threshold, re-initialisation), in these ways:
 
-- ``fused``: ``saliency("snip", ..., out=s)`` + ``unlearn_`` on the flat parameter buffer (one saliency
-  launch into a preallocated buffer, as the trainer writes it over its accumulator; radix-select
-  passes; one masked re-initialisation launch);
-- ``fused-lists``: the same two calls on per-tensor lists, the trainer's path (``lure_fast/methods.py``):
-  the parameters stay separate tensors, so saliency and reset take one launch per parameter, while
-  ``acc`` and ``s`` are views of one buffer each (the radix passes read ``s`` in one go);
+- ``fused``: ``saliency("snip", params, acc, out=s)`` + ``unlearn_(params, s, ...)`` on the lists of
+  parameter tensors, the trainer's path (``lure_fast/methods.py``): the parameters stay separate
+  tensors, so saliency and reset take one launch per parameter, while ``acc`` and ``s`` are views of
+  one buffer each (``s`` preallocated, as the trainer writes it over its accumulator; the radix
+  passes read ``s`` in one go);
 - ``fused-reset``: ``unlearn_`` alone (threshold + reset) from a saliency computed beforehand;
 - ``eager``: idiomatic PyTorch: per layer ``abs(acc * w)``, ``cat`` + ``kthvalue`` for the
   threshold, then per layer a mask, a ``uniform_`` draw and a ``where``;
@@ -51,7 +50,7 @@ SEED = 0
 MODELS = {"resnet18": "ResNet-18", "resnet50": "ResNet-50", "wide_resnet50_2": "Wide-ResNet-50-2"}
 NUM_CLASSES = {"resnet18": 10, "resnet50": 10, "wide_resnet50_2": 1000}  # the parameter counts quoted above
 # compiled last: from a cold cache it compiles a graph over every layer (minutes for the larger models)
-IMPLS = ["fused", "fused-lists", "fused-reset", "eager", "authors", "compiled"]
+IMPLS = ["fused", "fused-reset", "eager", "authors", "compiled"]
 # Bytes moved per float32 parameter. Floor: read acc and w to select the threshold, again to mask,
 # write the reset fraction. Fused: saliency (read acc and w, write s), three radix passes over s,
 # the reset pass (read s, write the reset fraction; it never reads w).
@@ -100,7 +99,7 @@ def build(impl: str, model_name: str, device: str = "cuda"):
     """A fresh model on ``device`` and a zero-argument callable running one unlearn step on it."""
     import torchvision
 
-    from lure_fast.kernels import flatten_parameters, saliency, unlearn_
+    from lure_fast.kernels import saliency, unlearn_
 
     torch.manual_seed(0)
     model = getattr(torchvision.models, model_name)(num_classes=NUM_CLASSES[model_name]).to(device)
@@ -110,22 +109,15 @@ def build(impl: str, model_name: str, device: str = "cuda"):
     numel = sum(numels)
     # Accumulated gradients: one flat buffer, as the trainer keeps them.
     acc = torch.randn(numel, device=device, generator=torch.Generator(device).manual_seed(1))
-    if impl in ("fused", "fused-reset"):
-        flat = flatten_parameters(model)
-        sal = torch.empty(numel, device=device)  # allocated outside the measured step
-        if impl == "fused-reset":
-            saliency("snip", flat.data, acc, out=sal)
-            return model, numel, lambda: unlearn_(flat, sal, FRACTION, bounds, SEED)
-
-        def step():
-            unlearn_(flat, saliency("snip", flat.data, acc, out=sal), FRACTION, bounds, SEED)
-
-        return model, numel, step
     accs = [v.view_as(p) for v, (_, p) in zip(acc.split(numels), named)]
     params = [p.detach() for _, p in named]
-    if impl == "fused-lists":
-        sal_views = [v.view_as(p) for v, p in zip(torch.empty(numel, device=device).split(numels), params)]
-        return model, numel, lambda: unlearn_(params, saliency("snip", params, accs, out=sal_views), FRACTION, bounds, SEED)
+    if impl in ("fused", "fused-reset"):
+        # the saliency: one buffer viewed per parameter, allocated outside the measured step
+        sal = [v.view_as(p) for v, p in zip(torch.empty(numel, device=device).split(numels), params)]
+        if impl == "fused-reset":
+            saliency("snip", params, accs, out=sal)
+            return model, numel, lambda: unlearn_(params, sal, FRACTION, bounds, SEED)
+        return model, numel, lambda: unlearn_(params, saliency("snip", params, accs, out=sal), FRACTION, bounds, SEED)
     if impl == "eager":
         return model, numel, lambda: eager_unlearn(params, accs, bounds, FRACTION)
     if impl == "compiled":
@@ -231,10 +223,10 @@ def write_results(table: dict) -> None:
         f"# Unlearn step on {name}",
         "",
         f"fraction {FRACTION}, float32 parameters and accumulated gradients; torch {torch.__version__}, triton {triton.__version__}.",
-        "From accumulated gradients to reset weights (SNIP saliency, threshold, re-initialisation); `fused` writes "
-        "the saliency into a buffer allocated beforehand (the trainer writes it over its gradient accumulator), "
-        "`fused-reset` is `unlearn_` alone; `fused-lists` runs the same calls on per-tensor lists, the trainer's path "
-        "(one launch per parameter). Peak extra memory: allocated by the call beyond its inputs.",
+        "From accumulated gradients to reset weights (SNIP saliency, threshold, re-initialisation); `fused` runs "
+        "`saliency` and `unlearn_` on the lists of parameter tensors, the trainer's path (one launch per parameter), "
+        "writing the saliency into a buffer allocated beforehand (the trainer writes it over its gradient "
+        "accumulator); `fused-reset` is `unlearn_` alone. Peak extra memory: allocated by the call beyond its inputs.",
         f"Memory floor: read acc and w twice and write the reset weights ({FLOOR_BYTES_PER_PARAM:.1f} B/parameter), at the "
         f"measured copy bandwidth ({bandwidth / 1e12:.2f} TB/s). Fused traffic: the fused path moves "
         f"{FUSED_BYTES_PER_PARAM:.1f} B/parameter (saliency: read acc and w, write s, 12; three radix passes over s, 12; "

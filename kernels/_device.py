@@ -53,22 +53,6 @@ def logical_index(offs, C, H, W, CHANNELS_LAST: tl.constexpr):
 
 
 @jit
-def block_span(pid, ranges_ptr, bounds_ptr, n, bound, USE_TABLE: tl.constexpr, BLOCK: tl.constexpr):
-    """(offsets, in-range mask, bound) of program ``pid``: its row of the per-block table
-    (start, end, bound), or plain ``BLOCK``-sized blocks over ``n`` entries with one ``bound``."""
-    if USE_TABLE:
-        start = tl.load(ranges_ptr + 2 * pid)
-        end = tl.load(ranges_ptr + 2 * pid + 1)
-        b = tl.load(bounds_ptr + pid)
-    else:
-        start = pid.to(tl.int64) * BLOCK
-        end = n
-        b = bound
-    offs = start + tl.arange(0, BLOCK)
-    return offs, offs < end, b
-
-
-@jit
 def seed_key(k):
     """A seed key passed as a signed int32 scalar, reinterpreted as uint32."""
     return k.to(tl.uint32, bitcast=True)

@@ -6,7 +6,7 @@ import torch
 
 from ._device import to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import adjacent_flat, part_operands
+from ._layout import part_operands
 from .reference import accumulate_args, accumulate_reference_
 
 _MODE_CODE = {"abs": 0, "sum": 1, "square": 2}
@@ -39,27 +39,34 @@ def _launch(acc: torch.Tensor, grad: torch.Tensor, mode: str) -> None:
 
 @torch.no_grad()
 def accumulate_(acc, grad, mode: str):
-    """In place ``acc += |grad|`` (``"abs"``, the authors' SNIP), ``acc += grad`` (``"sum"``, the
-    paper's SNIP: the gradient of the loss over the whole subset) or ``acc += grad**2``
-    (``"square"``, Fisher information).
+    """Accumulate gradients in place, for the saliency criteria: ``acc += |grad|`` (``"abs"``, the
+    authors' SNIP), ``acc += grad`` (``"sum"``, the paper's SNIP: the gradient of the loss over the
+    whole subset) or ``acc += grad**2`` (``"square"``, Fisher information).
 
-    ``acc``: a float32 tensor or a sequence of them. ``grad``: a tensor, or a sequence of equal
-    length (``None`` entries are skipped), of any float dtype, same numel per entry, same device.
-    Accumulation is in float32; results are bit-identical to ``accumulate_reference_``.
-    One launch when both sides are back-to-back views of one buffer each (``FlatParameters``),
-    else one per tensor: over its memory in storage order, without a copy, when ``acc`` and ``grad``
-    are both contiguous or share sizes and strides in a dense layout (e.g. both channels-last);
-    only when their layouts differ is a contiguous copy made (of ``grad``, and of ``acc``, which is
-    then copied back). Returns ``acc``.
+    Args:
+        acc: float32 tensors, one per parameter (a single tensor counts as a list of one).
+        grad: tensors of any float dtype, as many as ``acc``, each with the numel of its
+            accumulator, on its device; ``None`` entries (parameters without a gradient) are skipped.
+        mode: ``"abs"``, ``"sum"`` or ``"square"``.
+
+    Returns:
+        ``acc``, as passed. Accumulation is in float32, bit-identical to ``accumulate_reference_``.
+
+    One launch per tensor, over its memory in storage order without a copy when the accumulator
+    and the gradient are both contiguous or share sizes and strides in a dense layout (e.g. both
+    channels-last); only when their layouts differ is a contiguous copy made (of ``grad``, and of
+    ``acc``, which is then copied back).
+
+    Example::
+
+        >>> acc = [torch.zeros_like(p) for p in model.parameters()]
+        >>> loss.backward()
+        >>> accumulate_(acc, [p.grad for p in model.parameters()], "square")
     """
     accs, grads = accumulate_args(acc, grad, mode)
     if not accs or not use_triton(accs[0]):
-        return accumulate_reference_(acc, grad, mode)
-    if all(g is not None for g in grads):
-        flat_acc, flat_grad = adjacent_flat(accs), adjacent_flat(grads)
-        if flat_acc is not None and flat_grad is not None:
-            _launch(flat_acc, flat_grad, mode)
-            return acc
+        accumulate_reference_(accs, grads, mode)
+        return acc
     for a, g in zip(accs, grads):
         if g is not None:
             _launch(a, g, mode)

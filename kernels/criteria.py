@@ -7,8 +7,8 @@ import torch
 
 from ._device import counter_uniform, logical_index, seed_key, to_float32
 from ._dispatch import BLOCK, cdiv, jit, launch_options, tl, use_triton
-from ._layout import as_parts, part_operands
-from .reference import check_saliency_args, saliency_out, saliency_reference, saliency_result
+from ._layout import as_tensors, offsets, part_operands
+from .reference import check_saliency_args, saliency_out, saliency_reference
 from .rng import kernel_keys
 
 _KIND_CODE = {"snip": 0, "fim": 1, "magnitude": 2, "random": 3}
@@ -54,45 +54,47 @@ def _launch(kind: str, out: torch.Tensor, w: torch.Tensor, acc, index_base: int,
 
 
 @torch.no_grad()
-def saliency(kind: str, params, acc=None, seed: int = 0, out=None):
+def saliency(kind: str, params, acc=None, *, seed: int = 0, out=None) -> list:
     """Importance of every parameter entry; lower means "reset first".
 
-    ``kind``: ``"snip"`` -> ``|acc * w|`` (``acc``: accumulated gradients, see ``accumulate_``),
-    ``"fim"`` -> ``acc`` (accumulated squared gradients), ``"magnitude"`` -> ``|w|``,
-    ``"random"`` -> ``u`` in [0, 1) from the counter-based generator keyed by ``(seed, global flat index)``.
+    Args:
+        kind: ``"snip"``: ``|acc * w|``; ``"fim"``: ``acc`` (accumulated squared gradients);
+            ``"magnitude"``: ``|w|``; ``"random"``: ``u`` in [0, 1) from the counter-based
+            generator keyed by ``(seed, global index)``.
+        params: tensors of any float dtype (a single tensor counts as a list of one).
+        acc: for ``"snip"`` and ``"fim"``: float32 tensors, one per parameter with its numel
+            (see ``accumulate_``).
+        seed: keys ``"random"``; unused by the other kinds.
+        out: optional float32 tensors, one per parameter, each contiguous or dense in another layout
+            (e.g. channels-last); it may be ``acc`` itself (SNIP in place over the accumulator:
+            each entry is read before it is written).
 
-    ``params``: a tensor (e.g. ``FlatParameters.data``) or a sequence of tensors, any float dtype.
-    ``acc``: float32, one tensor holding the whole concatenation or one tensor per part.
-    ``out``: optional float32 destination with the structure of ``params``, each tensor contiguous or
-    dense in another layout (e.g. channels-last); it may be ``acc`` itself (SNIP in place over the
-    accumulator: each entry is read before it is written).
-    Returns float32 saliency with the structure of ``params`` (for a sequence: views of one new
-    buffer, so that ``unlearn_`` can treat them as a single flat buffer). ``"fim"`` without ``out``
-    returns ``acc`` itself, exactly as passed. Allocates at most the output; bit-identical to
-    ``saliency_reference``. A new output takes each part's layout when the part is dense (a
-    channels-last weight gets a channels-last saliency), else row-major.
+    Returns:
+        ``out`` as passed; without ``out``, a new list of float32 tensors shaped like the
+        parameters: views of one new buffer, each in its parameter's layout when that is dense (a
+        channels-last weight gets a channels-last saliency), else row-major. ``"fim"`` without
+        ``out`` returns ``acc`` itself, exactly as passed. Bit-identical to ``saliency_reference``.
 
-    Launches: one for row-major parts back to back in one buffer; otherwise one per part, over its
-    memory in storage order without a copy when the tensors it touches (``out``, and ``w``/``acc``
-    where the kind reads them) are all contiguous or share sizes and strides in a dense layout;
-    ``"random"`` needs that layout to be row-major or channels-last 4-D (the kernel recovers each
-    entry's row-major index, so the values do not depend on the layout). Any other combination
-    (e.g. channels-last ``w`` with a row-major ``acc``) copies to row-major for that part.
+    One launch per tensor, over its memory in storage order without a copy when the tensors it
+    touches (``out``, and ``w``/``acc`` where the kind reads them) are all contiguous or share sizes
+    and strides in a dense layout; ``"random"`` needs that layout to be row-major or channels-last
+    4-D (the kernel recovers each entry's row-major index, so the values do not depend on the
+    layout). Any other combination (e.g. channels-last ``w`` with a row-major ``acc``) copies to
+    row-major for that tensor.
+
+    Example::
+
+        >>> sal = saliency("snip", params, acc=acc, out=acc)  # |acc * w|, in place over acc
+        >>> sal = saliency("random", params, seed=0)
     """
-    parts = as_parts(params, what="params")
-    if not parts.views or not use_triton(parts.views[0]):
-        return saliency_reference(kind, params, acc, seed, out)
-    accs = check_saliency_args(kind, parts, acc)
+    params = as_tensors(params, "params")
+    if not params or not use_triton(params[0]):
+        return saliency_reference(kind, params, acc, seed=seed, out=out)
+    accs = check_saliency_args(kind, params, acc)
     if kind == "fim" and out is None:
         return acc  # Fisher saliency is the accumulator itself: nothing to compute, nothing to allocate
-    outs = saliency_out(kind, parts, out)
+    outs = saliency_out(params, out)
     keys = kernel_keys(seed)
-    acc_flat = None if accs is None else accs.flat
-    if outs.flat is not None and parts.flat is not None and (accs is None or acc_flat is not None):
-        _launch(kind, outs.flat, parts.flat, acc_flat, 0, keys)
-    else:
-        for i, (w, o, offset) in enumerate(zip(parts.views, outs.views, parts.offsets)):
-            _launch(kind, o, w, None if accs is None else accs.views[i], offset, keys)
-    if out is not None:
-        return out
-    return saliency_result(params, outs)
+    for i, (w, o, offset) in enumerate(zip(params, outs, offsets(params))):
+        _launch(kind, o, w, None if accs is None else accs[i], offset, keys)
+    return outs if out is None else out

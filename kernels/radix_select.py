@@ -13,7 +13,7 @@ import torch
 
 from ._device import order_key
 from ._dispatch import cdiv, interpreting, jit, launch_options, tl, use_triton
-from ._layout import TensorOrSeq, adjacent_flat, read_flat, same_dtype, tensor_list
+from ._layout import adjacent_flat, as_tensors, read_flat, same_dtype
 from .reference import SALIENCY_DTYPES, check_k, kth_smallest_reference
 
 KEY_BITS = {d: torch.finfo(d).bits for d in SALIENCY_DTYPES}  # float32: 32, float16 and bfloat16: 16
@@ -132,9 +132,9 @@ def radix_select(parts: list[torch.Tensor], k: int) -> torch.Tensor:
     return out
 
 
-def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
-    """The k-th smallest entry (1-based) of ``x``, a tensor or a sequence of tensors (global k-th
-    over their concatenation, without concatenating). All tensors: one dtype, one device.
+def kth_smallest(x, k: int) -> torch.Tensor:
+    """The k-th smallest entry (1-based) over tensors ``x`` (a single tensor counts as a list of
+    one): the global k-th of their concatenation, without concatenating. One dtype, one device.
 
     Returns a 0-d tensor of that dtype and device, equal to
     ``torch.kthvalue(torch.cat([t.flatten() for t in x]), k).values``:
@@ -152,15 +152,15 @@ def kth_smallest(x: TensorOrSeq, k: int) -> torch.Tensor:
     non-dense views (slices with gaps, overlapping strides) are copied. Other dtypes and plain CPU
     tensors: ``kth_smallest_reference`` (``torch.kthvalue`` over a concatenation).
     """
-    parts = tensor_list(x, "x")
+    parts = as_tensors(x, "x")
     if not parts:
         raise ValueError("x: no tensors")
     dtype = same_dtype(parts, "x")
     k = check_k(k, sum(t.numel() for t in parts))
     if not use_triton(parts[0]) or dtype not in KEY_BITS:
-        return kth_smallest_reference(x, k)
+        return kth_smallest_reference(parts, k)
     # order-independent: dense parts (channels-last included) are read in storage order, no copy
-    flat = adjacent_flat(parts, dense=True)
+    flat = adjacent_flat(parts)
     if flat is not None:
         return radix_select([flat], k)
     return radix_select([read_flat(t) for t in parts if t.numel() > 0], k)

@@ -9,8 +9,8 @@ concatenations, masks and random tensors that the fused kernels never allocate.
 The counter-based generator
 ---------------------------
 A uniform number is a pure function of ``(seed, i)`` where ``i`` is the entry's global flat index
-(its offset in the concatenation of all parts), so results do not depend on block sizes, launch
-order, or whether the parts were given as one buffer or as a list::
+(its offset in the row-major concatenation of all tensors of the list), so results do not depend on
+block sizes, launch order, layouts, or how the entries are split into tensors::
 
     k0, k1 = seed_keys(seed)                       # host side, Python ints
     lo, hi = i & 0xFFFFFFFF, i >> 32
@@ -25,12 +25,13 @@ float32 (``2u - 1`` is exact; the product rounds once) and then cast to the para
 
 from __future__ import annotations
 
+import operator
 import struct
 from typing import Optional
 
 import torch
 
-from ._layout import Parts, TensorOrSeq, as_parts, dense_flat, like_parts, part_bounds, same_dtype, tensor_list
+from ._layout import as_tensors, check_bounds, dense_flat, like, offsets, same_dtype
 
 MASK32 = 0xFFFFFFFF
 _MUL1 = 0x7FEB352D
@@ -120,11 +121,11 @@ def reinit_values(u: torch.Tensor, bound: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- accumulate
 
 
-def accumulate_args(acc: TensorOrSeq, grad, mode: str) -> tuple[list, list]:
+def accumulate_args(acc, grad, mode: str) -> tuple[list, list]:
     """Check the arguments of ``accumulate_`` and its reference; the accumulators and gradients as lists."""
     if mode not in ACCUMULATE_MODES:
         raise ValueError(f"mode must be one of {ACCUMULATE_MODES}, got {mode!r}")
-    accs = tensor_list(acc, "acc")
+    accs = as_tensors(acc, "acc")
     grads = [grad] if isinstance(grad, torch.Tensor) else list(grad)
     if len(grads) != len(accs):
         raise ValueError(f"grad: {len(grads)} tensors for {len(accs)} accumulators")
@@ -137,12 +138,9 @@ def accumulate_args(acc: TensorOrSeq, grad, mode: str) -> tuple[list, list]:
 
 
 @torch.no_grad()
-def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
-    """In place ``acc += |grad|`` ("abs"), ``acc += grad`` ("sum") or ``acc += grad**2`` ("square").
-
-    ``acc``: float32 tensor or sequence of them; ``grad``: matching tensor(s) of any float dtype and
-    equal numel (``None`` entries are skipped). Accumulation is in float32. Returns ``acc``.
-    """
+def accumulate_reference_(acc, grad, mode: str):
+    """In place ``acc += |grad|`` ("abs"), ``acc += grad`` ("sum") or ``acc += grad**2`` ("square");
+    see ``accumulate.accumulate_``. Returns ``acc``."""
     accs, grads = accumulate_args(acc, grad, mode)
     for a, g in zip(accs, grads):
         if g is None:
@@ -160,47 +158,36 @@ def accumulate_reference_(acc: TensorOrSeq, grad, mode: str) -> TensorOrSeq:
 # ----------------------------------------------------------------------------- saliency
 
 
-def saliency_out(kind: str, params: Parts, out) -> Parts:
-    """The output parts of ``saliency``: ``out`` if given (float32, same structure; each tensor
-    contiguous or dense in its own layout, e.g. channels-last), else one new float32 buffer of the
-    total size, viewed per part in the layout of that part: row-major, or the part's own strides
+def saliency_out(params: list, out) -> list:
+    """The outputs of ``saliency``: ``out`` if given (float32, one tensor per parameter, each
+    contiguous or dense in its own layout, e.g. channels-last), else views of one new float32 buffer
+    of the total size, each in the layout of its parameter: row-major, or the parameter's own strides
     when it is dense but not contiguous (a channels-last weight gets a channels-last saliency)."""
     if out is not None:
-        outs = like_parts(out, params, "out")
-        for o in tensor_list(out, "out"):
+        outs = like(out, params, "out")
+        for o in outs:
             if o.dtype != torch.float32 or dense_flat(o) is None:
                 raise ValueError(f"out must be dense float32, got {o.dtype} with strides {o.stride()}")
-        if isinstance(out, torch.Tensor) and not out.is_contiguous() and outs.views[0] is not out:
-            raise ValueError("out: a single non-contiguous tensor must have the shape of the single part")
         return outs
-    device = params.views[0].device
-    flat = torch.empty(params.numel, dtype=torch.float32, device=device)
-    views, acc, row_major = [], 0, True
-    for t in params.views:
+    flat = torch.empty(sum(t.numel() for t in params), dtype=torch.float32, device=params[0].device if params else None)
+    views = []
+    for t, offset in zip(params, offsets(params)):
         if t.is_contiguous() or dense_flat(t) is None:
-            views.append(flat[acc : acc + t.numel()].view(t.shape))
+            views.append(flat[offset : offset + t.numel()].view(t.shape))
         else:
-            views.append(torch.as_strided(flat, t.shape, t.stride(), acc))
-            row_major = False
-        acc += t.numel()
-    return Parts(views, flat if row_major else None)
+            views.append(torch.as_strided(flat, t.shape, t.stride(), offset))
+    return views
 
 
-def saliency_result(params_in, outs: Parts):
-    """Same structure as the ``params`` argument: one tensor, or a list of tensors."""
-    if isinstance(params_in, torch.Tensor):
-        return outs.views[0].view(params_in.shape)
-    return list(outs.views)
-
-
-def check_saliency_args(kind: str, params: Parts, acc) -> Optional[Parts]:
+def check_saliency_args(kind: str, params: list, acc) -> Optional[list]:
+    """The accumulators of ``saliency`` as a list (None for the kinds that read none), checked."""
     if kind not in SALIENCY_KINDS:
         raise ValueError(f"kind must be one of {SALIENCY_KINDS}, got {kind!r}")
     if kind in ("snip", "fim"):
         if acc is None:
             raise ValueError(f"saliency {kind!r} needs the accumulated gradients `acc`")
-        accs = like_parts(acc, params, "acc")
-        for a in accs.views:
+        accs = like(acc, params, "acc")
+        for a in accs:
             if a.dtype != torch.float32:
                 raise ValueError(f"acc must be float32, got {a.dtype}")
         return accs
@@ -208,35 +195,31 @@ def check_saliency_args(kind: str, params: Parts, acc) -> Optional[Parts]:
 
 
 @torch.no_grad()
-def saliency_reference(kind: str, params: TensorOrSeq, acc=None, seed: int = 0, out=None):
-    """Per-entry importance, float32, same structure as ``params`` (a tensor or a list of tensors).
+def saliency_reference(kind: str, params, acc=None, *, seed: int = 0, out=None):
+    """Per-entry importance, float32, one tensor per parameter; see ``criteria.saliency``.
 
     - ``"snip"``: ``|acc * w|`` (connection sensitivity; ``acc`` holds the accumulated gradients);
     - ``"fim"``: ``acc`` (accumulated squared gradients); without ``out``, ``acc`` itself is returned
       exactly as passed (no copy);
     - ``"magnitude"``: ``|w|``;
-    - ``"random"``: ``u`` from the counter-based generator keyed by ``(seed, global flat index)``.
-
-    ``out``: optional float32 destination with the structure of ``params``.
+    - ``"random"``: ``u`` from the counter-based generator keyed by ``(seed, global index)``.
     """
-    parts = as_parts(params, what="params")
-    accs = check_saliency_args(kind, parts, acc)
+    params = as_tensors(params, "params")
+    accs = check_saliency_args(kind, params, acc)
     if kind == "fim" and out is None:
         return acc  # Fisher saliency is the accumulator itself: nothing to compute, nothing to allocate
-    outs = saliency_out(kind, parts, out)
-    for i, (w, o, offset) in enumerate(zip(parts.views, outs.views, parts.offsets)):
+    outs = saliency_out(params, out)
+    for i, (w, o, offset) in enumerate(zip(params, outs, offsets(params))):
         if kind == "snip":
-            value = (accs.views[i].reshape(w.shape) * w.to(torch.float32)).abs()
+            value = (accs[i].reshape(w.shape) * w.to(torch.float32)).abs()
         elif kind == "fim":
-            value = accs.views[i]
+            value = accs[i]
         elif kind == "magnitude":
             value = w.to(torch.float32).abs()
         else:
             value = counter_uniform_reference(w.numel(), seed, offset, w.device)
         o.copy_(value.reshape(o.shape))
-    if out is not None:
-        return out
-    return saliency_result(params, outs)
+    return outs if out is None else out
 
 
 # ----------------------------------------------------------------------------- k-th smallest
@@ -251,10 +234,10 @@ def check_k(k: int, n: int) -> int:
     return k
 
 
-def kth_smallest_reference(x: TensorOrSeq, k: int) -> torch.Tensor:
-    """``torch.kthvalue`` of the concatenation of ``x`` (a tensor or a sequence of tensors of one
-    dtype and device, each flattened): a 0-d tensor of that dtype on that device."""
-    parts = [t for t in tensor_list(x, "x")]
+def kth_smallest_reference(x, k: int) -> torch.Tensor:
+    """``torch.kthvalue`` of the concatenation of ``x`` (tensors of one dtype and device, each
+    flattened): a 0-d tensor of that dtype on that device."""
+    parts = as_tensors(x, "x")
     same_dtype(parts, "x")
     k = check_k(k, sum(t.numel() for t in parts))
     flat = parts[0].reshape(-1) if len(parts) == 1 else torch.cat([t.reshape(-1) for t in parts])
@@ -268,25 +251,34 @@ def unlearn_count(fraction: float, total: int) -> int:
     return int(fraction * total)
 
 
-def check_saliency_dtype(sal: Parts) -> None:
-    """TypeError unless every saliency part is float32, float16 or bfloat16; ValueError if they mix
+def check_saliency_dtype(sal: list) -> None:
+    """TypeError unless every saliency tensor is float32, float16 or bfloat16; ValueError if they mix
     dtypes. Both paths of ``unlearn_`` check this, so they accept the same inputs."""
-    for v in sal.views:
+    for v in sal:
         if v.dtype not in SALIENCY_DTYPES:
             raise TypeError(
                 f"saliency must be one of {[str(d) for d in SALIENCY_DTYPES]}, got {v.dtype}; "
                 "convert it first (e.g. saliency.float())"
             )
-    if sal.views:
-        same_dtype(sal.views, "saliency")
+    if sal:
+        same_dtype(sal, "saliency")
 
 
 def check_seed(seed) -> int:
-    """The seed of an op that draws reset values: required (it has a default only so that ``bounds``
-    before it may be left out)."""
-    if seed is None:
-        raise TypeError("seed is required: an int keying the counter-based generator")
-    return seed
+    """The seed of an op that draws reset values: an int (TypeError otherwise, None included)."""
+    try:
+        return operator.index(seed)
+    except TypeError:
+        raise TypeError(f"seed must be an int keying the counter-based generator, got {seed!r}") from None
+
+
+def unlearn_args(params: list, saliency, fraction: float, bounds, seed):
+    """The checked arguments of ``unlearn_`` and its reference: ``(saliency list, bounds, seed, k)``."""
+    seed = check_seed(seed)
+    sal = like(saliency, params, "saliency")
+    check_saliency_dtype(sal)
+    bounds = check_bounds(bounds, len(params))
+    return sal, bounds, seed, unlearn_count(fraction, sum(t.numel() for t in params))
 
 
 def reset_mask(s: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
@@ -299,19 +291,15 @@ def reset_mask(s: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def unlearn_reference_(params, saliency, fraction: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> int:
+def unlearn_reference_(params, saliency, fraction: float, bounds, seed: int) -> int:
     """Reset the ``int(fraction * total)`` least salient entries; see ``unlearn.unlearn_``."""
-    seed = check_seed(seed)
-    parts = as_parts(params, segments)
-    sal = like_parts(saliency, parts, "saliency")
-    check_saliency_dtype(sal)
-    bounds = part_bounds(bounds, parts)
-    k = unlearn_count(fraction, parts.numel)
+    params = as_tensors(params, "params")
+    sal, bounds, seed, k = unlearn_args(params, saliency, fraction, bounds, seed)
     if k == 0 or all(b is None for b in bounds):
         return 0
-    threshold = kth_smallest_reference(sal.views, k)
+    threshold = kth_smallest_reference(sal, k)
     count = 0
-    for w, s, bound, offset in zip(parts.views, sal.views, bounds, parts.offsets):
+    for w, s, bound, offset in zip(params, sal, bounds, offsets(params)):
         if bound is None or w.numel() == 0:
             continue
         mask = reset_mask(s, threshold).reshape(w.shape)
@@ -322,13 +310,13 @@ def unlearn_reference_(params, saliency, fraction: float, bounds=None, seed: Opt
 
 
 @torch.no_grad()
-def shrink_perturb_reference_(params, lam: float, sigma: float, bounds=None, seed: Optional[int] = None, *, segments=None) -> None:
+def shrink_perturb_reference_(params, lam: float, sigma: float, bounds, seed: int) -> None:
     """In place ``w = lam * w + sigma * noise``; see ``shrink_perturb.shrink_perturb_``."""
+    params = as_tensors(params, "params")
     seed = check_seed(seed)
-    parts = as_parts(params, segments)
-    bounds = part_bounds(bounds, parts)
+    bounds = check_bounds(bounds, len(params))
     lam, sigma = f32(lam), f32(sigma)
-    for w, bound, offset in zip(parts.views, bounds, parts.offsets):
+    for w, bound, offset in zip(params, bounds, offsets(params)):
         if w.numel() == 0:
             continue
         noise = reinit_values(counter_uniform_reference(w.numel(), seed, offset, w.device), 1.0 if bound is None else bound)

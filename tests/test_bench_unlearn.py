@@ -43,14 +43,14 @@ def test_record_writes_after_each_measurement_and_skips_smoke_runs(fake_gpu):
     doc = json.loads((fake_gpu / "unlearn-nvidia-h100-80gb-hbm3.json").read_text())
     assert doc["models"]["resnet18"]["impls"]["fused"]["ratio_to_fused"] == 1.0
     table["resnet18"]["impls"]["eager"] = {"peak_extra_bytes": 4 * n, "median_s": 5e-3}
-    table["resnet18"]["impls"]["fused-lists"] = {"peak_extra_bytes": 0, "median_s": 3e-4}
+    table["resnet18"]["impls"]["fused-reset"] = {"peak_extra_bytes": 0, "median_s": 3e-4}
     bench.record(table)
     md = (fake_gpu / "unlearn-nvidia-h100-80gb-hbm3.md").read_text()
     rows = {line.split("|")[3].strip(): line for line in md.splitlines() if line.startswith("| ResNet-18")}
-    assert set(rows) == {"fused", "fused-lists", "eager", "memory floor", "fused traffic at copy bandwidth"}
+    assert set(rows) == {"fused", "fused-reset", "eager", "memory floor", "fused traffic at copy bandwidth"}
     assert "| 100.00 |" in rows["eager"] and "| 0.01 |" in rows["fused"]  # peak extra, % of parameter bytes
     assert rows["eager"].rstrip(" |").endswith("50.00")  # time / fused
-    assert rows["fused-lists"].rstrip(" |").endswith("3.00")
+    assert rows["fused-reset"].rstrip(" |").endswith("3.00")
     floor_s = (2 * 8 * n + 0.2 * 4 * n) / 3.0e12
     assert f"| {floor_s * 1e3:.3f} |" in rows["memory floor"]
     # the fused path's own traffic: 28.8 B/parameter against the floor's 16.8
@@ -74,25 +74,28 @@ class _CountingLaunches:
         return self.kernel[grid]
 
 
-def test_fused_lists_is_the_per_tensor_path_and_resets_what_fused_resets(monkeypatch):
+@pytest.mark.parametrize("impl", ["fused", "fused-reset"])
+def test_fused_is_the_per_tensor_path_and_resets_what_the_reference_resets(monkeypatch, impl):
     import torchvision
 
     from lure_fast.kernels import unlearn as unlearn_module
 
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # the Triton path on CPU tensors
     tiny = lambda num_classes: nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8, num_classes))
     monkeypatch.setattr(torchvision.models, "tiny", tiny, raising=False)
     monkeypatch.setitem(bench.NUM_CLASSES, "tiny", 10)
-    after, launches = {}, {}
-    for impl in ("fused", "fused-lists"):
-        counter = _CountingLaunches(unlearn_module._unlearn_kernel)
-        monkeypatch.setattr(unlearn_module, "_unlearn_kernel", counter)
+    counter = _CountingLaunches(unlearn_module._unlearn_kernel)
+    monkeypatch.setattr(unlearn_module, "_unlearn_kernel", counter)
+    after = {}
+    for path in ("triton", "reference"):
+        if path == "triton":
+            monkeypatch.setenv("TRITON_INTERPRET", "1")  # the Triton path on CPU tensors
+        else:
+            monkeypatch.delenv("TRITON_INTERPRET")  # the PyTorch reference
         model, numel, step = bench.build(impl, "tiny", device="cpu")
         before = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
         step()
-        after[impl] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        assert 0 < int((after[impl] != before).sum()) < numel
-        launches[impl] = counter.launches
+        after[path] = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+        assert 0 < int((after[path] != before).sum()) < numel
     weights = sum(1 for n, _ in tiny(10).named_parameters() if "weight" in n)
-    assert launches == {"fused": 1, "fused-lists": weights}  # one launch per bounded parameter: the trainer's path
-    assert torch.equal(after["fused"], after["fused-lists"])  # same threshold, same counter-based values
+    assert counter.launches == weights  # one launch per bounded parameter (the Triton path only): the trainer's path
+    assert torch.equal(after["triton"], after["reference"])  # same threshold, same counter-based values

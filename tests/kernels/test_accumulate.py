@@ -34,7 +34,7 @@ def test_matches_reference(device, assert_bitwise_equal, mode, dtype):
 
 
 @pytest.mark.parametrize("mode", ["abs", "sum", "square"])
-def test_flat_buffers_take_one_launch_with_same_result(device, assert_bitwise_equal, mode):
+def test_views_of_one_buffer_and_separate_tensors_agree(device, assert_bitwise_equal, mode):
     grads = _grads(torch.float32, device, seed=1)
     numels = [g.numel() for g in grads]
     flat_grad = torch.cat([g.reshape(-1) for g in grads])
@@ -45,7 +45,7 @@ def test_flat_buffers_take_one_launch_with_same_result(device, assert_bitwise_eq
     separate = [torch.zeros(g.shape, device=device) for g in grads]
     accumulate_(separate, grads, mode)
     assert_bitwise_equal(flat_acc, torch.cat([s.reshape(-1) for s in separate]))
-    # A single tensor pair is accepted too.
+    # A single tensor pair is accepted too (a list of one).
     single = torch.zeros_like(flat_grad)
     accumulate_(single, flat_grad, mode)
     assert_bitwise_equal(single, flat_acc)

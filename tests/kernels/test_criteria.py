@@ -34,10 +34,11 @@ def test_matches_reference(device, assert_bitwise_equal, kind, dtype):
 def test_values(device, assert_bitwise_equal):
     w = torch.tensor([-2.0, 0.5, -0.0, 3.0], device=device)
     acc = torch.tensor([1.0, -4.0, 5.0, 0.0], device=device)
-    assert saliency("snip", w, acc).tolist() == [2.0, 2.0, 0.0, 0.0]
-    assert saliency("magnitude", w).tolist() == [2.0, 0.5, 0.0, 3.0]
-    assert saliency("fim", w, acc) is acc  # the accumulator itself: nothing allocated
-    assert_bitwise_equal(saliency("random", w, seed=3).cpu(), counter_uniform_reference(4, 3))
+    assert [s.tolist() for s in saliency("snip", [w], [acc])] == [[2.0, 2.0, 0.0, 0.0]]
+    assert [s.tolist() for s in saliency("magnitude", [w])] == [[2.0, 0.5, 0.0, 3.0]]
+    assert saliency("fim", [w], acc) is acc  # the accumulator itself, as passed: nothing allocated
+    (random,) = saliency("random", w, seed=3)  # a single tensor is a list of one
+    assert_bitwise_equal(random.cpu(), counter_uniform_reference(4, 3))
 
 
 def test_sequence_output_is_one_buffer_and_random_uses_global_index(device, assert_bitwise_equal):
@@ -51,22 +52,22 @@ def test_sequence_output_is_one_buffer_and_random_uses_global_index(device, asse
         offset += o.numel()
     flat = torch.cat([o.reshape(-1) for o in out])
     assert_bitwise_equal(flat.cpu(), counter_uniform_reference(total, 8))
-    # The same numbers whether the parameters come as a list or as one flat tensor.
-    assert_bitwise_equal(saliency("random", torch.cat([p.reshape(-1) for p in params]), seed=8), flat)
+    # The same numbers however the entries are split into tensors.
+    assert_bitwise_equal(saliency("random", [torch.cat([p.reshape(-1) for p in params])], seed=8)[0], flat)
 
 
 @pytest.mark.parametrize("kind", ["snip", "fim", "magnitude", "random"])
-def test_out_and_flat_paths_agree(device, assert_bitwise_equal, kind):
+def test_out_and_splits_agree(device, assert_bitwise_equal, kind):
     params = _params(torch.float16, device, seed=2)
     acc = [torch.randn(s, generator=torch.Generator().manual_seed(3)).to(device) for s in SHAPES]
     numels = [p.numel() for p in params]
     flat_w = torch.cat([p.reshape(-1) for p in params])
     flat_acc = torch.cat([a.reshape(-1) for a in acc])
     out = torch.full((sum(numels),), float("nan"), device=device)
-    assert saliency(kind, flat_w, flat_acc, seed=5, out=out) is out
+    assert saliency(kind, [flat_w], [flat_acc], seed=5, out=[out])[0] is out
     listed = saliency(kind, params, acc, seed=5)
     assert_bitwise_equal(out, torch.cat([s.reshape(-1) for s in listed]))
-    # Non-adjacent parts (one launch each) give the same numbers.
+    # Outputs that are separate tensors give the same numbers.
     split_outs = [torch.empty(p.shape, device=device) for p in params]
     saliency(kind, params, acc, seed=5, out=split_outs)
     assert_bitwise_equal(torch.cat([s.reshape(-1) for s in split_outs]), out)
@@ -95,7 +96,7 @@ def test_allocates_only_the_output_on_gpu(compiled_cuda):
     out = saliency("snip", w, acc)
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
-    assert extra <= out.numel() * 4 + (1 << 20)
+    assert extra <= out[0].numel() * 4 + (1 << 20)
 
 
 def test_channels_last_params_give_the_reference_saliency(device, assert_bitwise_equal):

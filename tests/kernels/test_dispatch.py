@@ -68,22 +68,22 @@ _CASES = [
     *[
         (
             unlearn._unlearn_kernel,
-            {"w_ptr": w, "s_ptr": s, "ranges_ptr": "*i64", "bounds_ptr": "*fp32", "threshold_ptr": s, "count_ptr": "*i64",
-             "n": "i32", "index_base": "i64", "bound": "fp32", "k0": "i32", "k1": "i32", "C": "i32", "H": "i32", "W": "i32"},
-            {"USE_TABLE": table, "CHANNELS_LAST": cl, "BLOCK": 4096},
+            {"w_ptr": w, "s_ptr": s, "threshold_ptr": s, "count_ptr": "*i64", "n": "i32", "index_base": "i64",
+             "bound": "fp32", "k0": "i32", "k1": "i32", "C": "i32", "H": "i32", "W": "i32"},
+            {"CHANNELS_LAST": cl, "BLOCK": 4096},
         )
         for w, s in (("*fp32", "*fp32"), ("*bf16", "*fp16"))
-        for table, cl in ((True, False), (False, False), (False, True))
+        for cl in (False, True)
     ],
     *[
         (
             shrink_perturb._shrink_perturb_kernel,
-            {"w_ptr": w, "ranges_ptr": "*i64", "bounds_ptr": "*fp32", "n": "i32", "index_base": "i64", "bound": "fp32",
-             "lam": "fp32", "sigma": "fp32", "k0": "i32", "k1": "i32", "C": "i32", "H": "i32", "W": "i32"},
-            {"USE_TABLE": table, "CHANNELS_LAST": cl, "BLOCK": 4096},
+            {"w_ptr": w, "n": "i32", "index_base": "i64", "bound": "fp32", "lam": "fp32", "sigma": "fp32",
+             "k0": "i32", "k1": "i32", "C": "i32", "H": "i32", "W": "i32"},
+            {"CHANNELS_LAST": cl, "BLOCK": 4096},
         )
         for w in ("*fp32", "*bf16")
-        for table, cl in ((True, False), (False, False), (False, True))
+        for cl in (False, True)
     ],
 ]
 

@@ -122,15 +122,15 @@ def test_saliency_of_a_single_channels_last_tensor(device, assert_bitwise_equal)
     acc = torch.randn(4, 5, 2, 3, generator=gen).to(device).contiguous(memory_format=CL)
     for kind in ("snip", "magnitude", "random"):
         with no_copies():
-            got = saliency(kind, w, acc if kind == "snip" else None, seed=2)
+            (got,) = saliency(kind, w, acc if kind == "snip" else None, seed=2)  # a list of one
         ref_acc = acc.cpu().contiguous() if kind == "snip" else None
-        want = saliency_reference(kind, w.cpu().contiguous(), ref_acc, seed=2)
+        (want,) = saliency_reference(kind, w.cpu().contiguous(), ref_acc, seed=2)
         assert got.is_contiguous(memory_format=CL)
         assert_bitwise_equal(got.cpu().contiguous(), want)
     out = torch.empty_like(acc)
     with no_copies():
         assert saliency("snip", w, acc, out=out) is out
-    want = saliency_reference("snip", w.cpu().contiguous(), acc.cpu().contiguous())
+    (want,) = saliency_reference("snip", w.cpu().contiguous(), acc.cpu().contiguous())
     assert_bitwise_equal(out.cpu().contiguous(), want)
 
 
@@ -150,7 +150,7 @@ def test_kth_smallest_reads_channels_last_parts_in_place(device, assert_bitwise_
         view.copy_(t)
         packed.append(view)
         offset += t.numel()
-    assert _layout.adjacent_flat(packed) is None and _layout.adjacent_flat(packed, dense=True) is not None
+    assert _layout.adjacent_flat(packed) is not None and _layout.adjacent_flat(x) is None
     total = buf.numel()
     for k in (1, 17, total // 2, total - 3, total):
         want = kth_smallest_reference(row_major(x), k)

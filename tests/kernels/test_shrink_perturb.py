@@ -27,14 +27,23 @@ def test_matches_reference(device, assert_bitwise_equal, dtype):
         assert_bitwise_equal(got.cpu(), want)
 
 
-def test_flat_buffer_matches_list(device, assert_bitwise_equal):
+def test_views_of_one_buffer_and_separate_tensors_agree(device, assert_bitwise_equal):
     params = make(torch.float32, device, seed=1)
     numels = [p.numel() for p in params]
     flat = torch.cat([p.reshape(-1) for p in params])
-    segments = [(sum(numels[:i]), n) for i, n in enumerate(numels)]
-    shrink_perturb_(flat, 0.3, 0.01, BOUNDS, seed=2, segments=segments)  # one launch
-    shrink_perturb_(params, 0.3, 0.01, BOUNDS, seed=2)  # one per part
+    shrink_perturb_(list(flat.split(numels)), 0.3, 0.01, BOUNDS, seed=2)
+    shrink_perturb_(params, 0.3, 0.01, BOUNDS, seed=2)
     assert_bitwise_equal(flat, torch.cat([p.reshape(-1) for p in params]))
+
+
+def test_rejects_bad_arguments(device):
+    params = make(torch.float32, device)
+    with pytest.raises(ValueError):
+        shrink_perturb_(params, 0.5, 0.1, BOUNDS[:-1], seed=0)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        shrink_perturb_(params, 0.5, 0.1, BOUNDS, None)
+    with pytest.raises(TypeError, match="bounds"):
+        shrink_perturb_(params, 0.5, 0.1, None, 0)
 
 
 def test_formula_and_none_bound(device):

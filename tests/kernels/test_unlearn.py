@@ -8,7 +8,6 @@ from torch import nn
 
 from lure_fast.kernels import (
     counter_uniform_reference,
-    flatten_parameters,
     kth_smallest_reference,
     saliency,
     shrink_perturb_,
@@ -19,6 +18,11 @@ from lure_fast.kernels import (
 
 SHAPES = [(64, 3, 3, 3), (64,), (64,), (10, 7), (10,), (1,), (33, 17)]
 BOUNDS = [0.19, 1.0, None, 0.3, None, 0.5, 0.05]
+
+
+def _module(device):
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).to(device)
 
 
 def make(pdtype, sdtype, device, seed=0):
@@ -72,37 +76,30 @@ def test_reset_values_follow_the_generator(device):
     assert not params[1].any()
 
 
-def test_flat_buffer_and_list_agree(device, assert_bitwise_equal):
+def test_views_of_one_buffer_and_separate_tensors_agree(device, assert_bitwise_equal):
     params, sal = make(torch.float32, torch.float32, device, seed=1)
     numels = [p.numel() for p in params]
     flat = torch.cat([p.reshape(-1) for p in params])
     flat_sal = torch.cat([s.reshape(-1) for s in sal])
-    segments = [(sum(numels[:i]), n) for i, n in enumerate(numels)]
-    n_flat = unlearn_(flat, flat_sal, 0.3, BOUNDS, seed=11, segments=segments)  # one launch
-    n_list = unlearn_(params, sal, 0.3, BOUNDS, seed=11)  # one launch per part
-    assert n_flat == n_list
+    views = [v.view(s) for v, s in zip(flat.split(numels), SHAPES)]
+    n_views = unlearn_(views, list(flat_sal.split(numels)), 0.3, BOUNDS, seed=11)  # threshold: one pass
+    n_list = unlearn_(params, sal, 0.3, BOUNDS, seed=11)  # threshold: one pass per tensor
+    assert n_views == n_list > 0
     assert_bitwise_equal(flat, torch.cat([p.reshape(-1) for p in params]))
-    # Views of the flat buffer passed as a list are recognised as flat and give the same result.
-    flat2 = torch.cat([p.reshape(-1) for p in make(torch.float32, torch.float32, device, seed=1)[0]])
-    views = [v.view(s) for v, s in zip(flat2.split(numels), SHAPES)]
-    assert unlearn_(views, list(flat_sal.split(numels)), 0.3, BOUNDS, seed=11) == n_flat
-    assert_bitwise_equal(flat2, flat)
 
 
-def test_flat_parameters_of_a_module(device, assert_bitwise_equal):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).to(device)
-    flat = flatten_parameters(model)
-    bounds = [0.2 if name.endswith("weight") else None for name in flat.names]
-    sal = saliency("magnitude", flat.data)
-    before = flat.data.clone()
-    twin = [p.detach().cpu().clone() for p in flat.params]
-    ptrs = [p.data_ptr() for p in flat.params]
-    count = unlearn_(flat, sal, 0.2, bounds, seed=5)
-    assert count == unlearn_reference_(twin, [s.cpu() for s in sal.split([s.length for s in flat.segments])], 0.2, bounds, 5)
-    assert_bitwise_equal(flat.data.cpu(), torch.cat([t.reshape(-1) for t in twin]))
-    assert [p.data_ptr() for p in flat.params] == ptrs  # in place: the buffer never moves
-    assert not torch.equal(before, flat.data)
+def test_parameters_of_a_module(device, assert_bitwise_equal):
+    model = _module(device)
+    names, params = zip(*model.named_parameters())
+    bounds = [0.2 if name.endswith("weight") else None for name in names]
+    sal = saliency("magnitude", params)
+    twin = [p.detach().cpu().clone() for p in params]
+    ptrs = [p.data_ptr() for p in params]
+    count = unlearn_(params, sal, 0.2, bounds, seed=5)
+    assert count > 0 and count == unlearn_reference_(twin, [s.cpu() for s in sal], 0.2, bounds, 5)
+    for p, t in zip(params, twin):
+        assert_bitwise_equal(p.detach().cpu(), t)
+    assert [p.data_ptr() for p in params] == ptrs  # in place
 
 
 def test_seed_reproducible_and_different(device, assert_bitwise_equal):
@@ -187,57 +184,17 @@ def test_rejects_bad_arguments(device):
         unlearn_(params, sal[:-1], 0.2, BOUNDS, seed=0)
     with pytest.raises(ValueError):
         unlearn_(params, sal, 1.5, BOUNDS, seed=0)
-    flat = torch.zeros(10, device=device)
-    with pytest.raises(ValueError):
-        unlearn_(flat, torch.zeros(10, device=device), 0.5, [1.0, 1.0], seed=0, segments=[(0, 4), (5, 5)])
+    with pytest.raises(ValueError):  # a saliency tensor of another size
+        unlearn_(params, sal[:-1] + [torch.zeros(3, device=device)], 0.2, BOUNDS, seed=0)
     with pytest.raises(TypeError, match="seed"):
         unlearn_(params, sal, 0.2, BOUNDS)
-    with pytest.raises(ValueError, match="segment table records no reinit bound"):
-        unlearn_(params, sal, 0.2, seed=0)  # a list has no segment table
-
-
-def _module(device):
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 4 * 4, 10)).to(device)
-
-
-def test_bounds_come_from_the_segment_table(device, assert_bitwise_equal):
-    recorded, explicit = flatten_parameters(_module(device)), flatten_parameters(_module(device))
-    bounds = [0.2 if name.endswith("weight") else None for name in recorded.names]
-    with pytest.raises(ValueError, match="segment table records no reinit bound"):
-        unlearn_(recorded, saliency("magnitude", recorded.data), 0.2, seed=5)
-    recorded.bounds = bounds
-    sal = saliency("magnitude", recorded.data)
-    count = unlearn_(recorded, sal, 0.2, seed=5)
-    assert count > 0 and count == unlearn_(explicit, sal.clone(), 0.2, bounds, 5)
-    assert_bitwise_equal(recorded.data, explicit.data)
-    shrink_perturb_(recorded, 0.5, 0.1, seed=7)
-    shrink_perturb_(explicit, 0.5, 0.1, bounds, seed=7)
-    assert_bitwise_equal(recorded.data, explicit.data)
-    # explicit bounds override the table; a raw buffer takes (offset, length, bound) rows as well
-    assert unlearn_(recorded, sal, 0.2, [None] * len(bounds), 5) == 0
-    buffer = explicit.data.clone()
-    assert unlearn_(buffer, sal, 0.2, seed=6, segments=recorded.segments) == unlearn_(explicit, sal, 0.2, bounds, 6)
-    assert_bitwise_equal(buffer, explicit.data)
-
-
-@pytest.mark.parametrize("path", ["triton", "reference"])
-def test_stale_flat_parameters_raise_instead_of_writing(monkeypatch, assert_bitwise_equal, path):
-    if path == "reference":
-        monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    else:
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-    model = _module("cpu")
-    flat = flatten_parameters(model, bounds=[0.5] * len(list(model.parameters())))
-    assert use_triton(flat.data) == (path == "triton")
-    sal = saliency("magnitude", flat.data)
-    model.to(torch.float64)  # new storage: flat.data is no longer what the model uses
-    before = flat.data.clone()
-    with pytest.raises(ValueError, match=r"0\.weight no longer lives in the flat buffer"):
-        unlearn_(flat, sal, 0.5, seed=0)
-    with pytest.raises(ValueError, match="flatten_parameters"):
-        shrink_perturb_(flat, 0.5, 0.1, seed=0)
-    assert_bitwise_equal(flat.data, before)
+    for seed in (None, 1.5, "0"):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            unlearn_(params, sal, 0.2, BOUNDS, seed)
+    with pytest.raises(TypeError, match="bounds"):
+        unlearn_(params, sal, 0.2, None, 0)
+    with pytest.raises(TypeError, match="expected tensors"):
+        unlearn_([params[0], params[1].tolist()], sal[:2], 0.2, BOUNDS[:2], 0)
 
 
 @pytest.mark.parametrize("path", ["triton", "reference"])
@@ -254,7 +211,7 @@ def test_float64_saliency_is_a_type_error_on_every_path(monkeypatch, path, fract
         with pytest.raises(TypeError, match="float64.*saliency.float"):
             op(params, sal, fraction, [1.0, 1.0], seed=0)
         with pytest.raises(TypeError, match="float64"):
-            op(torch.cat(params), torch.cat(sal), fraction, [1.0, 1.0], seed=0, segments=[(0, 10), (10, 5)])
+            op(torch.cat(params), torch.cat(sal), fraction, [1.0], seed=0)  # a list of one
 
 
 def test_reference_path_without_interpreter(monkeypatch, assert_bitwise_equal):
@@ -268,15 +225,14 @@ def test_reference_path_without_interpreter(monkeypatch, assert_bitwise_equal):
 
 
 @pytest.mark.gpu
-def test_resnet18_sized_flat_buffer_on_gpu(compiled_cuda, assert_bitwise_equal):
+def test_resnet18_sized_on_gpu(compiled_cuda, assert_bitwise_equal):
     gen = torch.Generator(device="cuda").manual_seed(0)
     numels = [1728, 64, 64, 36864, 64, 64] * 50 + [5120, 10]
     total = sum(numels)
     w = torch.randn(total, device="cuda", generator=gen)
     s = torch.randn(total, device="cuda", generator=gen).abs()
-    segments = [(sum(numels[:i]), n) for i, n in enumerate(numels)]
     bounds = [0.1 if i % 3 else None for i in range(len(numels))]
     ref = w.clone()
-    n = unlearn_(w, s, 0.2, bounds, seed=7, segments=segments)
-    assert n == unlearn_reference_(ref, s, 0.2, bounds, seed=7, segments=segments)
+    n = unlearn_(list(w.split(numels)), list(s.split(numels)), 0.2, bounds, seed=7)
+    assert n == unlearn_reference_(list(ref.split(numels)), list(s.split(numels)), 0.2, bounds, seed=7)
     assert_bitwise_equal(w, ref)
