@@ -151,6 +151,10 @@ def kth_smallest(x, k: int) -> torch.Tensor:
     channels-last: they are read in storage order, which a k-th smallest does not depend on); only
     non-dense views (slices with gaps, overlapping strides) are copied. Other dtypes and plain CPU
     tensors: ``kth_smallest_reference`` (``torch.kthvalue`` over a concatenation).
+
+    Example::
+
+        >>> threshold = kth_smallest([p.abs() for p in params], 5)  # the 5th smallest |w| of them all
     """
     parts = as_tensors(x, "x")
     if not parts:

@@ -36,7 +36,12 @@ def _uniform_kernel(out_ptr, n, offset, k0, k1, BLOCK: tl.constexpr):
 def uniform_(x: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
     """Fill ``x`` in place with the generator's ``u`` for global indices ``offset .. offset + x.numel() - 1``
     (row-major order). ``x``: any float tensor on any device; exact in float32 (values in [0, 1));
-    other dtypes get the float32 value rounded to nearest, which may reach 1.0. Returns ``x``."""
+    other dtypes get the float32 value rounded to nearest, which may reach 1.0. Returns ``x``.
+
+    Example::
+
+        >>> w = uniform_(torch.empty(64, 3, 3, 3), seed=0, offset=1000)  # the u unlearn_ draws there
+    """
     if offset < 0:
         raise ValueError("offset must be >= 0")
     if not use_triton(x):
@@ -51,7 +56,12 @@ def uniform_(x: torch.Tensor, seed: int, offset: int = 0) -> torch.Tensor:
 
 
 def counter_uniform(n: int, seed: int, offset: int = 0, device=None) -> torch.Tensor:
-    """New float32 tensor of shape ``[n]`` on ``device``: ``u`` for global indices ``offset .. offset + n - 1``."""
+    """New float32 tensor of shape ``[n]`` on ``device``: ``u`` for global indices ``offset .. offset + n - 1``.
+
+    Example::
+
+        >>> u = counter_uniform(10, seed=0)  # == uniform_(torch.empty(10), seed=0)
+    """
     if n < 0 or offset < 0:
         raise ValueError("n and offset must be >= 0")
     out = torch.empty(n, dtype=torch.float32, device=device)

@@ -9,8 +9,8 @@ from torch import nn
 
 import lure_fast.kernels as K
 
-DOCUMENTED = {"package": K, "accumulate_": K.accumulate_, "saliency": K.saliency, "unlearn_": K.unlearn_,
-              "shrink_perturb_": K.shrink_perturb_}
+# the package and every op (the references document themselves by pointing at their op)
+DOCUMENTED = {"package": K, **{n: getattr(K, n) for n in K.__all__ if "reference" not in n and n != "use_triton"}}
 
 
 def example(obj) -> str:
