@@ -47,7 +47,7 @@ def test_sequence_output_is_one_buffer_and_random_uses_global_index(device, asse
     total = sum(p.numel() for p in params)
     base = out[0].data_ptr()
     offset = 0
-    for o in out:  # back-to-back views of one float32 buffer, so unlearn_ sees a flat buffer
+    for o in out:  # back-to-back views of one float32 buffer: unlearn_ reads its threshold in one pass
         assert o.data_ptr() == base + 4 * offset
         offset += o.numel()
     flat = torch.cat([o.reshape(-1) for o in out])
