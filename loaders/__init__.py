@@ -3,14 +3,15 @@ and serves batches of any index set through one interface (``base``) from severa
 from .base import Backend, EpochLoader, epoch_generator
 from .errors import DataError
 from .restricted_imagenet import read_restricted_imagenet
-from .sources import LAYOUTS, Dataset, Split, detect_layout, load_dataset
+from .sources import LAYOUTS, Dataset, FileSplit, Split, SplitLike, detect_layout, load_dataset
 from .writers import beton_for, betons_for, check_beton, few_shot
 
 BACKENDS = ("memory", "torch", "ffcv")
 
 
 def make_backend(name: str, dataset: Dataset, device="cpu", channels_last: bool = False, **options) -> Backend:
-    """Build the backend ``name`` ('memory', 'torch' or 'ffcv') over ``dataset``."""
+    """Build the backend ``name`` ('memory', 'torch' or 'ffcv') over ``dataset``. Once built, the lengths of
+    the dataset's splits are final (a file-backed split knows which of its files are readable)."""
     if name == "memory":
         from .backends.memory import MemoryBackend
         return MemoryBackend(dataset, device, channels_last)
@@ -23,6 +24,6 @@ def make_backend(name: str, dataset: Dataset, device="cpu", channels_last: bool 
     raise DataError(f"--loader {name}: unknown; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["Backend", "EpochLoader", "DataError", "Dataset", "Split", "LAYOUTS", "BACKENDS",
+__all__ = ["Backend", "EpochLoader", "DataError", "Dataset", "Split", "FileSplit", "SplitLike", "LAYOUTS", "BACKENDS",
            "detect_layout", "load_dataset", "make_backend", "epoch_generator",
            "read_restricted_imagenet", "few_shot", "beton_for", "betons_for", "check_beton"]

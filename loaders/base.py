@@ -76,6 +76,7 @@ class Backend(ABC):
         self.channels_last = channels_last
 
     def split_size(self, split: str) -> int:
+        """Samples in ``split``: final, as every backend resolves its splits' readable files when built."""
         if split not in ("train", "test"):
             raise DataError(f"split '{split}': unknown; choose train or test")
         return len(getattr(self.dataset, split))

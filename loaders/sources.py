@@ -7,7 +7,7 @@ Layouts understood (``detect_layout``):
   * ``cifar100``    torchvision's ``cifar-100-python`` folder (or its parent); fine labels.
   * ``imagefolder`` ``ROOT/train/<class>/*.{jpg,png,...}`` and ``ROOT/test/<class>/...``.
 
-Every reader returns a :class:`Dataset` whose splits hold ``images`` as a uint8 tensor
+Every reader returns a :class:`Dataset` whose splits (:class:`SplitLike`) hold ``images`` as a uint8 tensor
 ``[N, H, W, C]`` and ``labels`` as an int64 tensor ``[N]``, in a fixed, documented order. ImageFolder
 and Restricted ImageNet splits are :class:`FileSplit` objects: lists of files, decoded into memory only when
 their ``images`` are read, so the ``.beton`` writer can decode them file by file instead.
@@ -20,6 +20,7 @@ import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -31,8 +32,52 @@ LAYOUTS = ("digits", "cifar10", "cifar100", "imagefolder")
 DIGITS_TEST_SIZE = 297  # 1,797 digits -> 1,500 train + 297 held-out test
 
 
+@runtime_checkable
+class SplitLike(Protocol):
+    """What every split type offers (:class:`Split` in memory, :class:`FileSplit` a list of files).
+
+    ``len`` is cheap: of a file list whose readable files are not known yet, it counts the listed files (an
+    upper bound); it is final once they are known (the split decoded, or a ``.beton`` written or read: every
+    backend does one of these when built). ``images``, ``labels`` and ``skipped`` are final at once (a file
+    list decodes itself to know them)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def images(self) -> torch.Tensor:
+        """uint8 [N, H, W, C]."""
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """int64 [N]."""
+
+    @property
+    def skipped(self) -> int:
+        """Unreadable source files left out."""
+
+    @property
+    def listed(self) -> int:
+        """Samples before unreadable source files are left out: an upper bound on ``len``, known at once."""
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of one image."""
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the decoded images (of a file list: an upper bound, without decoding)."""
+
+    def image(self, i: int) -> np.ndarray:
+        """Sample ``i``'s pixels, uint8 [H, W, C]."""
+
+    def subset(self, rows: np.ndarray) -> "SplitLike":
+        """The samples at positions ``rows``, in that order, as a split of the same type."""
+
+
 @dataclass
 class Split:
+    """A split held in memory (implements :class:`SplitLike`)."""
+
     images: torch.Tensor  # uint8 [N, H, W, C]
     labels: torch.Tensor  # int64 [N]
     skipped: int = 0  # unreadable source files left out
@@ -68,8 +113,8 @@ class Split:
 class Dataset:
     name: str
     layout: str
-    train: Split | FileSplit
-    test: Split | FileSplit
+    train: SplitLike
+    test: SplitLike
     classes: list[str]
     source: str = ""  # absolute path, or "" for the embedded data
     meta: dict = field(default_factory=dict)
@@ -345,13 +390,14 @@ def first_readable(samples: list[tuple[str, int]], size: int | None, where: str,
 
 
 class FileSplit:
-    """A split kept as its image files: ``samples`` (path, label) in split order, each decoded with
-    :func:`decode_image` to ``size`` (``None``: as stored) and ``channels`` channels.
+    """A split kept as its image files (implements :class:`SplitLike`): ``samples`` (path, label) in split
+    order, each decoded with :func:`decode_image` to ``size`` (``None``: as stored) and ``channels`` channels.
 
     Reading ``images`` decodes the whole split into memory once (:func:`decode_samples`, cached); the
     ``.beton`` writer decodes it file by file instead and calls :meth:`resolve`. Which files are
-    unreadable is known only after one of the two, so ``labels``, ``len`` and ``skipped`` decode the
-    split when neither has run. ``sample_shape`` and ``nbytes`` decode only the first readable file.
+    unreadable is known only after one of the two (``resolved``): until then ``len`` counts the listed
+    files, and ``labels`` and ``skipped`` decode the split. ``sample_shape`` and ``nbytes`` decode only the
+    first readable file.
     """
 
     def __init__(self, samples: list[tuple[str, int]], size: int | None, where: str, cache: Path | None,
@@ -405,13 +451,14 @@ class FileSplit:
         return torch.tensor([self.samples[i][1] for i in self._kept], dtype=torch.int64)
 
     def __len__(self) -> int:
-        if self._kept is None:
-            self._decode()
-        return len(self._kept)
+        """The readable files once known (``resolved``), else the listed files: never decodes."""
+        return len(self.samples) if self._kept is None else len(self._kept)
 
     @property
     def skipped(self) -> int:
-        return len(self.samples) - len(self)
+        if self._kept is None:
+            self._decode()
+        return len(self.samples) - len(self._kept)
 
     @property
     def sample_shape(self) -> tuple[int, int, int]:

@@ -35,11 +35,11 @@ class TorchLoader(EpochLoader):
 
     def epoch(self, epoch: int = 0):
         g = epoch_generator(self.seed, epoch)
-        data = getattr(self.backend.dataset, self.split)
+        images, labels = self.backend.tensors[self.split]
         # the order is drawn here; the generator also seeds the workers, so an epoch is reproducible
         order = self.order(epoch, g)
         base_seed = int(torch.randint(0, 2**62, (1,), generator=g))
-        ds = _Samples(data.images, data.labels, order, self.augment, base_seed)
+        ds = _Samples(images, labels, order, self.augment, base_seed)
         dl = DataLoader(ds, batch_size=self.batch_size, shuffle=False, drop_last=self.drop_last,
                         num_workers=self.backend.workers, generator=g,
                         pin_memory=self.backend.device.type == "cuda",
@@ -55,6 +55,8 @@ class TorchBackend(Backend):
     def __init__(self, dataset, device="cpu", channels_last: bool = False, workers: int | None = None):
         super().__init__(dataset, device, channels_last)
         self.workers = (os.cpu_count() or 1) if workers is None else workers
+        # decoded now (a file list learns which files are readable: the split lengths are final)
+        self.tensors = {s: (getattr(dataset, s).images, getattr(dataset, s).labels) for s in ("train", "test")}
 
     def loader(self, split, indices, batch_size, augment=False, shuffle=False, drop_last=False, seed=0):
         return TorchLoader(self, split, indices, batch_size, augment, shuffle, drop_last, seed)

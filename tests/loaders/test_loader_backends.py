@@ -2,6 +2,8 @@
 serves, in which order, with which labels, shapes, dtypes and augmentations."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +130,31 @@ def test_torch_workers_0_draws_new_augmentations_every_epoch(coded):
     loader = b.loader("train", np.arange(64), batch_size=64, augment=True, shuffle=False, seed=0)
     e0, e1 = (next(iter(loader.epoch(e)))[0] for e in (0, 1))
     assert not torch.equal(e0, e1)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_built_backend_knows_the_split_lengths_without_the_unreadable_files(name, tmp_path, monkeypatch):
+    """The product sizes its stream from ``listed`` before it builds the backend (nothing decoded) and from
+    ``len`` after: on every backend the second counts only the readable files (ffcv: those it wrote)."""
+    from PIL import Image
+
+    from lure_fast.loaders import load_dataset
+
+    monkeypatch.setenv("LURE_FAST_BETON_CACHE", str(tmp_path / "beton"))
+    root, rng = tmp_path / "ds", np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for k in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / split / c / f"{k}.png")
+    (root / "train" / "b" / "3.png").write_bytes(b"not an image")
+    ds = load_dataset(path=str(root))
+    assert ds.train.listed == len(ds.train) == 12  # a length never decodes: the listed files until then
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backend = make_backend(name, ds, **({"workers": 0} if name == "torch" else {}))
+    assert len(ds.train) == backend.split_size("train") == len(ds.train.labels) == 11 and ds.train.listed == 12
+    assert [str(w.message) for w in caught if "unreadable" in str(w.message)] == [
+        f"{root / 'train'}: skipped 1 unreadable image(s), first {root / 'train' / 'b' / '3.png'}"]
+    (x, y), = list(backend.loader("train", np.arange(len(ds.train)), batch_size=11).epoch(0))
+    assert len(x) == 11 and torch.equal(y, ds.train.labels)

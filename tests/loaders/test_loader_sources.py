@@ -117,9 +117,10 @@ def test_unreadable_truncated_and_missing_images_are_skipped_with_a_warning_cach
     (root / "train" / "b" / "2.jpg").write_bytes(good[: len(good) // 2])
     (root / "train" / "b" / "3.png").symlink_to(tmp_path / "deleted.png")  # dangling
     ds = load_dataset(path=str(root))  # lists the files; the split is decoded when first read
+    assert len(ds.train) == 8  # the listed files: a length never decodes
     with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):
-        assert len(ds.train) == 5
-    assert ds.skipped == {"train": 3, "test": 0}
+        assert ds.skipped == {"train": 3, "test": 0}
+    assert len(ds.train) == 5
     monkeypatch.setattr(sources, "_decode_chunk", lambda *a, **k: pytest.fail("decoded again despite the cache"))
     again = load_dataset(path=str(root))
     with pytest.warns(UserWarning, match="skipped 3 unreadable image.*first .*a/1.png"):  # a cache hit says so too
@@ -142,6 +143,15 @@ def test_every_spelling_of_a_folder_shares_one_decoded_cache_entry(tmp_path, mon
         again = sources.read_imagefolder(spelling, cache_dir=cache)
         assert torch.equal(again.train.images, first.train.images) and torch.equal(again.test.labels, first.test.labels)
     assert len(list(cache.iterdir())) == 2  # one file per split
+
+
+def test_every_split_type_offers_the_split_interface(tmp_path):
+    from lure_fast.loaders import FileSplit, Split, SplitLike
+
+    files = load_dataset(path=str(tree(tmp_path))).train
+    memory = Split(files.images, files.labels)
+    for split in (files, files.subset(np.array([1, 0])), memory, memory.subset(np.array([1, 0]))):
+        assert isinstance(split, (FileSplit, Split)) and isinstance(split, SplitLike), type(split)
 
 
 def test_a_split_of_only_unreadable_images_is_refused(tmp_path):
