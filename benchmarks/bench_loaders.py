@@ -54,7 +54,7 @@ RESULTS: dict = {"throughput": {}, "build": {}, "load_average": {}}
 
 def ffcv_available() -> bool:
     try:
-        from lure_fast.loaders.writers import require_ffcv
+        from lure_fast.loaders import require_ffcv
 
         require_ffcv()
         return True
@@ -210,7 +210,7 @@ def beton_cache():
 def test_beton_write(benchmark, cifar, beton_cache):
     """Seconds to write the CIFAR-10 train .beton (raw) and its checksum file into an empty cache, decoding
     the JPEG files in the writer processes (the ffcv path reads them from disk, not from memory)."""
-    from lure_fast.loaders.writers import beton_for
+    from lure_fast.loaders import beton_for
 
     benchmark.pedantic(lambda: beton_for(cifar, "train", cache_dir=beton_cache), rounds=1)
     record(benchmark, "build", "ffcv/write-train-beton", backend="ffcv", how="write")
@@ -220,11 +220,11 @@ def test_beton_open_cached(benchmark, cifar, beton_cache):
     """Seconds to reuse the cached CIFAR-10 train .beton as a new process does: ``beton_for`` finding the file
     and checking it (header, tables, labels, sampled pixels, and the SHA-256 of every byte; the per-process
     digest memo is emptied before each round)."""
-    from lure_fast.loaders import writers
+    from lure_fast.loaders import beton_for, check
 
-    writers.beton_for(cifar, "train", cache_dir=beton_cache)  # written by test_beton_write, or now
-    benchmark.pedantic(lambda: writers.beton_for(cifar, "train", cache_dir=beton_cache),
-                       setup=writers._DIGESTS.clear, rounds=5)
+    beton_for(cifar, "train", cache_dir=beton_cache)  # written by test_beton_write, or now
+    benchmark.pedantic(lambda: beton_for(cifar, "train", cache_dir=beton_cache),
+                       setup=check._DIGESTS.clear, rounds=5)
     record(benchmark, "build", "ffcv/open-cached-train-beton", backend="ffcv", how="open")
 
 

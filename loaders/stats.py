@@ -42,3 +42,14 @@ def histogram_stats(hist: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
 def channel_stats(images: np.ndarray | torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel (mean, std) of uint8 ``images`` [..., C] scaled to [0, 1]: see :func:`histogram_stats`."""
     return histogram_stats(pixel_histogram(images))
+
+
+def beton_histogram(path, channels: int = 3) -> np.ndarray:
+    """int64 [channels, 256]: :func:`pixel_histogram` of the first ``channels`` channels of every image in the
+    ``.beton`` at ``path`` (JPEG samples decoded with OpenCV), read in blocks of about :data:`CHUNK` bytes."""
+    from .read import pixel_blocks
+
+    hist = np.zeros((channels, 256), dtype=np.int64)
+    for pixels in pixel_blocks(path, channels, CHUNK):
+        hist += pixel_histogram(pixels)
+    return hist

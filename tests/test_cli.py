@@ -121,7 +121,7 @@ def test_imagefolder_data(tmp_path, capsys):
 
 def test_ffcv_streams_an_imagefolder_without_decoding_it_and_matches_memory(tmp_path, capsys, monkeypatch):
     pytest.importorskip("ffcv", reason="FFCV is not installed (scripts/install_ffcv.sh installs it)")
-    from lure_fast.loaders import sources, writers
+    from lure_fast.loaders import cache as writers, sources
 
     root = write_pngs(tmp_path / "ds")
     (root / "train" / "cat" / "7.png").write_bytes(b"truncated")

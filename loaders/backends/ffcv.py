@@ -1,11 +1,11 @@
-"""The ``ffcv`` backend: each split is one FFCV ``.beton`` file (``loaders.writers``), read by FFCV's
+"""The ``ffcv`` backend: each split is one FFCV ``.beton`` file (``loaders.cache``), read by FFCV's
 compiled, multi-threaded pipeline.
 
 One batch flows through FFCV's stages:
 
-  traversal order  ``PlannedOrder``: the order ``EpochLoader.order`` drew from ``epoch_generator(seed, e)``,
-                   the same permutation the memory and torch backends serve ('quasi_random': FFCV's
-                   page-local order, drawn from the same generator);
+  traversal order  planned (``ffcv_adapter.plan_order``): the order ``EpochLoader.order`` drew from
+                   ``epoch_generator(seed, e)``, the same permutation the memory and torch backends serve
+                   ('quasi_random': FFCV's page-local order, drawn from the same generator);
   decode           ``SimpleRGBImageDecoder``: memcpy (raw) or libjpeg-turbo (jpg), parallel over the batch;
   augment          ``FlipTranslate`` (training only): horizontal flip and pad-4 random translate with zero
                    fill, drawn per (seed, epoch, sample), so an epoch's augmentations are reproducible;
@@ -21,8 +21,9 @@ construction, so assigning it later changes nothing; ``len(loader)`` and the sli
 epoch serves come from the *first* epoch's order, so a grown index set is silently cut short;
 QUASI_RANDOM's page tables are built once from the first indices and fail ("empty range for
 randrange") or serve the old set when they change; and buffers are sized by the batch size given at
-construction. A pooled loader gets a new ``first_traversal_order`` with every plan, its batch size
-is part of the pool key, and each batch's ``index`` field is checked against the plan (``verify``).
+construction. A pooled loader gets a new ``first_traversal_order`` with every plan (``ffcv_adapter``, which
+holds every use of FFCV's internals), its batch size is part of the pool key, and each batch's ``index``
+field is checked against the plan (``verify``).
 
 FFCV's own orders would not do either: RANDOM seeds numpy with ``seed + epoch`` (seed 1's epoch 0 is
 seed 0's epoch 1) and counts epochs itself (``next_epoch``), so a resumed run would see other orders.
@@ -32,7 +33,6 @@ generators; ``FlipTranslate`` replaces them so that ``(seed, epoch)`` fixes the 
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from dataclasses import replace
 
@@ -41,19 +41,19 @@ import torch
 
 from ..augment import crop_padding
 from ..base import Backend, EpochLoader, epoch_generator, unit_divisor
+from ..cache import beton_for, beton_stats
+from ..check import check_beton
 from ..errors import DataError
-from ..writers import beton_for, beton_stats, check_beton, require_ffcv
+from ..ffcv_adapter import epoch_batches, plan_order, quasi_random_fill, require_ffcv, serve_planned_orders, stop_epoch
 
 require_ffcv()
 from ffcv.fields.basics import IntDecoder  # noqa: E402
 from ffcv.fields.rgb_image import SimpleRGBImageDecoder  # noqa: E402
 from ffcv.loader import Loader, OrderOption  # noqa: E402
-from ffcv.loader.epoch_iterator import IS_CUDA  # noqa: E402
 from ffcv.pipeline.allocation_query import AllocationQuery  # noqa: E402
 from ffcv.pipeline.operation import Operation  # noqa: E402
 from ffcv.pipeline.state import State  # noqa: E402
 from ffcv.transforms import ToDevice, ToTensor, ToTorchImage  # noqa: E402
-from ffcv.traversal_order.base import TraversalOrder  # noqa: E402
 from numba import njit, prange  # noqa: E402  (installed with ffcv)
 
 ORDERS = ("random", "quasi_random")
@@ -176,24 +176,11 @@ class UnitFloat(Operation):
 
 # --------------------------------------------------------------------------- traversal order
 
-class PlannedOrder(TraversalOrder):
-    """Serves the sample order planned for the coming epoch; FFCV only iterates it."""
-
-    def __init__(self, loader: Loader):
-        super().__init__(loader)
-        self.planned = np.zeros(0, dtype=np.int64)
-
-    def sample_order(self, epoch: int) -> np.ndarray:
-        return self.planned
-
-
 def quasi_random_order(indices: np.ndarray, pages: np.ndarray, batch_size: int,
                        generator: torch.Generator) -> np.ndarray:
     """FFCV's QUASI_RANDOM order of ``indices`` (each served once): pages in random order, samples drawn at
     random from a window of ``2 * batch_size`` open pages, so a batch reads few pages. ``pages``: int64 [N],
     the file page of every sample of the split. Seeded from ``generator``."""
-    from ffcv.traversal_order.quasi_random import generate_order_inner
-
     if len(indices) == 0:
         return indices
     page_of = pages[indices]
@@ -204,7 +191,7 @@ def quasi_random_order(indices: np.ndarray, pages: np.ndarray, batch_size: int,
         table[row, :k] = indices[by_page[s:s + k]]
     result = np.zeros(len(indices), dtype=np.int64)
     seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-    generate_order_inner(seed, table, counts.astype(np.int64), result, 2 * batch_size)
+    quasi_random_fill(seed, table, counts.astype(np.int64), result, 2 * batch_size)
     return result
 
 
@@ -215,48 +202,12 @@ class _Pooled:
 
     def __init__(self, split: str, loader: Loader, augment: FlipTranslate | None):
         self.split, self.loader, self.augment = split, loader, augment
-        loader.traversal_order = PlannedOrder(loader)
+        serve_planned_orders(loader)
 
     def plan(self, order: np.ndarray, key: int) -> None:
-        loader = self.loader
-        loader.traversal_order.planned = order
-        loader.indices = loader.traversal_order.indices = order
-        loader.first_traversal_order = order  # FFCV sizes len() and the epoch's slice from this
+        plan_order(self.loader, order)
         if self.augment is not None:
             self.augment.key[0] = np.uint64(key)
-
-
-def _batches(iterator):
-    """FFCV's ``EpochIterator.__next__``, except that a pipeline thread that died (an exception in an
-    operation) ends the epoch with an error instead of leaving the caller waiting forever."""
-    while True:
-        try:
-            item = iterator.output_queue.get(timeout=0.5)
-        except queue.Empty:
-            if iterator.is_alive():
-                continue
-            try:  # it may have queued its last batches and exited between the two checks
-                item = iterator.output_queue.get_nowait()
-            except queue.Empty:
-                raise RuntimeError("the FFCV pipeline thread died (its traceback is printed above)") from None
-        if item is None:
-            iterator.close()
-            return
-        slot, result = item
-        if IS_CUDA:
-            iterator.current_stream.wait_stream(iterator.cuda_streams[slot])
-        yield result
-
-
-def _stop(iterator) -> None:
-    """End an FFCV epoch iterator and wait for its thread, so no two iterators of one loader overlap."""
-    iterator.terminate_event.set()
-    while iterator.is_alive():
-        try:
-            iterator.output_queue.get_nowait()  # a finished thread may block on putting its end marker
-        except queue.Empty:
-            pass
-        iterator.join(0.02)
 
 
 class FFCVLoader(EpochLoader):
@@ -287,7 +238,7 @@ class FFCVLoader(EpochLoader):
             iterator = iter(pooled.loader)
             torch.set_num_threads(threads)  # FFCV sets torch's thread count to its worker count; keep the caller's
             try:
-                for b, batch in enumerate(_batches(iterator)):
+                for b, batch in enumerate(epoch_batches(iterator)):
                     if self.backend.verify:
                         served = batch[2].numpy().reshape(-1)
                         planned = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -299,7 +250,7 @@ class FFCVLoader(EpochLoader):
                         images.record_stream(torch.cuda.current_stream())
                     yield images, labels
             finally:
-                _stop(iterator)
+                stop_epoch(iterator)
         finally:
             self.backend._release(pooled)
 

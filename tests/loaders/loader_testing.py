@@ -23,7 +23,7 @@ CIFAR_JPEG = Path(os.environ["LURE_FAST_CIFAR"]) if os.environ.get("LURE_FAST_CI
 
 def ffcv_importable() -> bool:
     try:
-        from lure_fast.loaders.writers import require_ffcv
+        from lure_fast.loaders import require_ffcv
 
         require_ffcv()
         return True

@@ -23,8 +23,11 @@ from loader_testing import HAVE_FFCV, REPO, coded_dataset, needs_ffcv
 pytestmark = needs_ffcv
 
 if HAVE_FFCV:
-    from lure_fast.loaders import writers
-    from lure_fast.loaders.writers import beton_for, betons_for, check_beton, few_shot, read_beton
+    from lure_fast.loaders import cache, check, write
+    from lure_fast.loaders.cache import beton_for, betons_for
+    from lure_fast.loaders.check import check_beton
+    from lure_fast.loaders.read import read_beton
+    from lure_fast.loaders.subsets import few_shot
 
 
 def write_cifar_pickles(root: Path, n: int = 6, fine: bool = False) -> Path:
@@ -121,7 +124,7 @@ def test_a_cached_file_is_reused_and_keyed_by_content_and_options(tmp_path, monk
     ds = coded_dataset(300, 60)
     path = beton_for(ds, "train", cache_dir=tmp_path)
     stamp = os.stat(path).st_mtime_ns
-    monkeypatch.setattr(writers, "write_beton", lambda *a, **k: pytest.fail("rewrote a valid cached file"))
+    monkeypatch.setattr(cache, "write_beton", lambda *a, **k: pytest.fail("rewrote a valid cached file"))
     assert beton_for(ds, "train", cache_dir=tmp_path) == path and os.stat(path).st_mtime_ns == stamp
     monkeypatch.undo()
     assert beton_for(ds, "train", storage="jpg", cache_dir=tmp_path) != path
@@ -137,14 +140,14 @@ def betons_in(folder: Path) -> list[str]:
 
 def test_a_write_that_fails_midway_leaves_no_file(tmp_path, monkeypatch):
     ds = coded_dataset(600, 60)
-    get = writers._Samples.__getitem__
+    get = write._Samples.__getitem__
 
     def failing(self, i):
         if i == 350:
             raise OSError("disk on fire")
         return get(self, i)
 
-    monkeypatch.setattr(writers._Samples, "__getitem__", failing)  # forked writer processes inherit it
+    monkeypatch.setattr(write._Samples, "__getitem__", failing)  # forked writer processes inherit it
     with pytest.raises(DataError, match="writer process failed"):
         beton_for(ds, "train", cache_dir=tmp_path, workers=2)
     assert betons_in(tmp_path) == []
@@ -159,15 +162,15 @@ def test_a_failed_write_of_many_chunks_reports_and_exits(tmp_path):
         import sys
         sys.path.insert(0, {str(REPO / 'tests' / 'loaders')!r})
         from loader_testing import coded_dataset
-        from lure_fast.loaders import DataError, writers
-        get = writers._Samples.__getitem__
+        from lure_fast.loaders import DataError, cache, write
+        get = write._Samples.__getitem__
         def failing(self, i):
             if i == 350:
                 raise OSError("disk on fire")
             return get(self, i)
-        writers._Samples.__getitem__ = failing
+        write._Samples.__getitem__ = failing
         try:
-            writers.beton_for(coded_dataset(40000, 60), "train", cache_dir={str(tmp_path)!r}, workers=2)
+            cache.beton_for(coded_dataset(40000, 60), "train", cache_dir={str(tmp_path)!r}, workers=2)
         except DataError as e:
             print("DataError:", e)
     """)
@@ -184,15 +187,15 @@ def test_a_killed_writer_leaves_nothing_that_is_read_later(tmp_path):
         import sys, time
         sys.path.insert(0, {str(REPO / 'tests' / 'loaders')!r})
         from loader_testing import coded_dataset
-        from lure_fast.loaders import writers
-        get = writers._Samples.__getitem__
+        from lure_fast.loaders import cache, write
+        get = write._Samples.__getitem__
         def slow(self, i):
             if i == 500:
                 open({str(marker)!r}, "w").close()
                 time.sleep(600)
             return get(self, i)
-        writers._Samples.__getitem__ = slow
-        writers.beton_for(coded_dataset(3000, 60), "train", cache_dir={str(tmp_path)!r}, workers=2)
+        write._Samples.__getitem__ = slow
+        cache.beton_for(coded_dataset(3000, 60), "train", cache_dir={str(tmp_path)!r}, workers=2)
     """)
     proc = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)
     try:
@@ -268,7 +271,7 @@ def flip_unsampled_pixel_byte(path: Path, n: int) -> int:
 def test_damage_outside_the_sampled_pixels_is_caught_by_the_checksum(good_file, tmp_path):
     ds, path = good_file
     flip_unsampled_pixel_byte(path, len(ds.train))
-    writers._DIGESTS.clear()  # a later process: nothing memoised
+    check._DIGESTS.clear()  # a later process: nothing memoised
     unlisted = tmp_path / "unlisted.beton"  # the same bytes without a checksum file
     unlisted.write_bytes(path.read_bytes())
     assert check_beton(unlisted, ds.train, "raw") == 200  # the structural and sampled checks miss it
@@ -289,12 +292,12 @@ def test_damage_outside_the_sampled_pixels_is_caught_by_the_checksum(good_file, 
 def test_a_process_hashes_a_file_once(good_file, monkeypatch):
     ds, path = good_file
     reads = []
-    read = writers._read_sha256
-    monkeypatch.setattr(writers, "_read_sha256", lambda p: reads.append(p) or read(p))
+    read = check._read_sha256
+    monkeypatch.setattr(check, "_read_sha256", lambda p: reads.append(p) or read(p))
     for _ in range(3):  # the writer recorded the digest of the file it renamed into place
         beton_for(ds, "train", cache_dir=path.parent)
     assert reads == []
-    writers._DIGESTS.clear()  # another process
+    check._DIGESTS.clear()  # another process
     for _ in range(3):
         beton_for(ds, "train", cache_dir=path.parent)
     assert reads == [path]
@@ -319,9 +322,9 @@ def test_bad_writer_arguments_are_refused(tmp_path):
     with pytest.raises(DataError, match="split 'val'"):
         beton_for(ds, "val", cache_dir=tmp_path)
     with pytest.raises(DataError, match="JPEG quality"):
-        writers.write_beton(ds.train, tmp_path / "x.beton", "jpg", jpeg_quality=0)
+        write.write_beton(ds.train, tmp_path / "x.beton", "jpg", jpeg_quality=0)
     with pytest.raises(DataError, match="no samples"):
-        writers.write_beton(ds.train.__class__(ds.train.images[:0], ds.train.labels[:0]), tmp_path / "y.beton")
+        write.write_beton(ds.train.__class__(ds.train.images[:0], ds.train.labels[:0]), tmp_path / "y.beton")
 
 
 # --------------------------------------------------------------------------- file-backed splits
@@ -365,7 +368,7 @@ def test_unreadable_files_are_left_out_of_the_streamed_file_and_counted_as_in_me
         got = read_beton(path)
         assert torch.equal(got.labels, memory.train.labels) and torch.equal(got.images, memory.train.images)
         # a later run reads the list of unreadable files beside the file: no decoding, no rewrite
-        m.setattr(writers, "write_beton", lambda *a, **k: pytest.fail("rewrote a valid cached file"))
+        m.setattr(cache, "write_beton", lambda *a, **k: pytest.fail("rewrote a valid cached file"))
         again = load_dataset(path=str(root))
         with pytest.warns(UserWarning, match="skipped 2 unreadable image"):
             assert beton_for(again, "train", cache_dir=tmp_path / "cache") == path
@@ -377,13 +380,13 @@ def test_beton_stats_are_exact_equal_the_in_memory_ones_and_are_cached(tmp_path,
 
     ds = coded_dataset(300, 10)
     path = beton_for(ds, "train", cache_dir=tmp_path)
-    mean, std = writers.beton_stats(path)
+    mean, std = cache.beton_stats(path)
     x = ds.train.images.double() / 255  # float64 reference
     assert np.allclose(mean, x.mean(dim=(0, 1, 2)).numpy(), rtol=0, atol=1e-13)
     assert np.allclose(std, x.std(dim=(0, 1, 2)).numpy(), rtol=0, atol=1e-13)
     assert (mean, std) == channel_stats(ds.train.images)  # bit for bit
-    monkeypatch.setattr(writers, "beton_histogram", lambda *a, **k: pytest.fail("counted the pixels again"))
-    assert writers.beton_stats(path) == (mean, std)
+    monkeypatch.setattr(cache, "beton_histogram", lambda *a, **k: pytest.fail("counted the pixels again"))
+    assert cache.beton_stats(path) == (mean, std)
     assert make_backend("ffcv", ds, cache_dir=tmp_path).channel_stats() == (mean, std)
 
 
