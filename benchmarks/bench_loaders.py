@@ -22,7 +22,7 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -32,9 +32,12 @@ import torch
 
 from lure_fast.loaders import load_dataset, make_backend
 
+sys.path.append(str(Path(__file__).resolve().parent))  # results_writer, also when a test loads this file by path
+import results_writer  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_JPEG = Path(os.environ.get("LURE_FAST_CIFAR") or REPO / ".." / "shared" / "data" / "cifar10-jpeg")
-RESULTS_DIR = REPO / "benchmarks" / "results"
+RESULTS_DIR = results_writer.RESULTS_DIR
 EPOCH_IMAGES = 25_000  # about a CIFAR-10 t=8 full-replay mega-batch 4 (22,500)
 BATCHES = (512, 64)
 BACKENDS = ("ffcv", "torch", "memory")
@@ -64,7 +67,7 @@ def ffcv_available() -> bool:
 
 def host_kind() -> str:
     if DEVICE.type == "cuda":
-        return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name(0).lower()).strip("-")
+        return results_writer.device_slug(torch.cuda.get_device_name(0))
     return f"cpu-{CORES}core"
 
 
@@ -292,7 +295,7 @@ def loader_vs_training_markdown(check: dict) -> list[str]:
 def training_results(kind: str) -> tuple[dict | None, str]:
     """The training-loop results file of this device (bench_train.py's ``train-<slug>.json``) and its path
     relative to the repository; None when there is none."""
-    path = RESULTS_DIR / f"train-{kind}.json"
+    path = results_writer.results_path("train", kind, RESULTS_DIR)
     rel = str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
     return (json.loads(path.read_text()) if path.is_file() else None), rel
 
@@ -310,9 +313,6 @@ def write_results() -> None:
            "device": device_description(), "load_average_1min": RESULTS["load_average"],
            "throughput": tp, "loader_build": build,
            "loader_vs_training": loader_vs_training(tp, *training_results(host_kind()))}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS_DIR / f"loaders-{host_kind()}"
-    stem.with_suffix(".json").write_text(json.dumps(doc, indent=2) + "\n")
     d = doc["device"]
     lines = [f"# Loader throughput: {d['host_kind']}", "",
              f"{d['cpu']}, {d['usable_cores']} usable cores, {d['ram_gib']} GiB RAM"
@@ -342,4 +342,4 @@ def write_results() -> None:
         lines += ["", "Reusing it from the cache in a new process (checks, SHA-256 of every byte): "
                       f"{build['ffcv/open-cached-train-beton']['median_s']:.2f} s."]
     lines += loader_vs_training_markdown(doc["loader_vs_training"])
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    results_writer.write("loaders", host_kind(), doc, lines, RESULTS_DIR)

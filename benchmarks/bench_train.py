@@ -37,7 +37,7 @@ import gc
 import json
 import os
 import platform
-import re
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +53,11 @@ from lure_fast.loaders import load_dataset, make_backend
 from lure_fast.models import build_model
 from lure_fast.train import Trainer
 
+sys.path.append(str(Path(__file__).resolve().parent))  # results_writer, also when a test loads this file by path
+import results_writer  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO / "benchmarks" / "results"
+RESULTS_DIR = results_writer.RESULTS_DIR
 CIFAR_JPEG = Path(os.environ.get("LURE_FAST_CIFAR") or REPO / ".." / "shared" / "data" / "cifar10-jpeg")
 
 VARIANTS = {
@@ -256,10 +259,6 @@ def spec_peak(device_name: str) -> float | None:
     return next((peak for frag, peak in BF16_DENSE_PEAK if frag.lower() in device_name.lower()), None)
 
 
-def device_slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 def extrapolate_protocol(train_images_per_s: float, eval_images_per_s: float | None = None,
                          loop: str = "this loop", eval_note: str = "measured") -> dict:
     """Wall time of the Table-1 protocol (``PROTOCOL_TRAIN_IMAGES`` training + ``PROTOCOL_EVAL_IMAGES``
@@ -299,7 +298,7 @@ MEASURED = ("variant", "batch_size", "images_per_s", "epoch_s", "epoch_s_min", "
 
 
 def results_path(device_name: str, out_dir: Path = RESULTS_DIR) -> Path:
-    return Path(out_dir) / f"train-{device_slug(device_name)}.json"
+    return results_writer.results_path("train", device_name, out_dir)
 
 
 def earlier_runs(runs: list[dict], device_name: str, torch_version: str, out_dir: Path = RESULTS_DIR) -> list[dict]:
@@ -362,18 +361,14 @@ def write_results(runs: list[dict], device_name: str, matmul_flops: float | None
         "authors_protocol_batch_64": authors,
         "product_protocol_batch_64": product,
     }
-    path = results_path(device_name, out_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
-    path.with_suffix(".md").write_text(_markdown(payload))
-    return path
+    return results_writer.write("train", device_name, payload, _markdown(payload), out_dir)
 
 
 def _fmt(v, spec: str, scale: float = 1.0, missing: str = "-") -> str:
     return missing if v is None else format(v * scale, spec)
 
 
-def _markdown(p: dict) -> str:
+def _markdown(p: dict) -> list[str]:
     spec, measured = p["peak_bf16_flops"]["spec_dense"], p["peak_bf16_flops"]["measured_matmul_8192"]
     versions = ", ".join(f"{k} {p[k]}" for k in ("torch", "triton", "cuda", "python") if p.get(k))
     lines = [
@@ -415,7 +410,7 @@ def _markdown(p: dict) -> str:
             lines += ["", f"**{r['variant']} at batch {r['batch_size']}: inductor skipped CUDA graphs "
                           f"{r['cudagraph_skips']} time(s)**, so that row is not a CUDA-graph figure (the reason is "
                           "in the benchmark's log)."]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ----------------------------------------------------------------------------- the benchmark

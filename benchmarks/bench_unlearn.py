@@ -31,14 +31,16 @@ allocation before the call) and ratios to ``fused`` go to
 
 from __future__ import annotations
 
-import json
 import math
 import platform
-import re
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.append(str(Path(__file__).resolve().parent))  # results_writer, also when a test loads this file by path
+import results_writer  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
@@ -56,7 +58,7 @@ IMPLS = ["fused", "fused-reset", "eager", "authors", "compiled"]
 # the reset pass (read s, write the reset fraction; it never reads w).
 FLOOR_BYTES_PER_PARAM = 2 * (4 + 4) + FRACTION * 4
 FUSED_BYTES_PER_PARAM = (4 + 4 + 4) + 3 * 4 + (4 + FRACTION * 4)
-RESULTS_DIR = Path(__file__).parent / "results"
+RESULTS_DIR = results_writer.RESULTS_DIR
 
 
 # ----------------------------------------------------------------------------- the contenders
@@ -163,10 +165,6 @@ def copy_bandwidth(nbytes: int = 1 << 30, repeats: int = 20) -> float:
 # ----------------------------------------------------------------------------- results
 
 
-def device_slug() -> str:
-    return re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
-
-
 @pytest.fixture(scope="module")
 def results():
     return {}
@@ -216,9 +214,6 @@ def write_results(table: dict) -> None:
         "fraction": FRACTION,
         "models": table,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS_DIR / f"unlearn-{device_slug()}"
-    stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
     lines = [
         f"# Unlearn step on {name}",
         "",
@@ -255,7 +250,7 @@ def write_results(table: dict) -> None:
         traffic = f"{floor['fused_bytes_seconds'] / fused:.2f}" if fused else "n/a"
         lines.append(f"| {MODELS[model]} | {entry['numel'] / 1e6:.1f} M | fused traffic at copy bandwidth "
                      f"| {floor['fused_bytes_seconds'] * 1e3:.3f} | - | - | {traffic} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    results_writer.write("unlearn", name, payload, lines, RESULTS_DIR)
 
 
 # ----------------------------------------------------------------------------- the benchmark
