@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from .faults import fault
+from . import faults
 
 MAGIC = b"LUREFCK1"
 HEADER = struct.Struct("<8sQ32s")  # magic, payload length, sha256
@@ -48,7 +48,7 @@ def atomic_write(path: str, data: bytes, crash_point: tuple | None = None) -> No
             f.write(data[:half])
             if crash_point is not None:
                 f.flush()
-                fault(*crash_point)
+                faults.point(*crash_point)
             f.write(data[half:])
             f.flush()
             os.fsync(f.fileno())

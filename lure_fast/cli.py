@@ -7,6 +7,7 @@ import sys
 import time
 
 from . import config as C
+from .methods import METHODS
 
 EPILOG = "Settings not given come from the preset (digits for the embedded data, paper otherwise)."
 
@@ -18,69 +19,61 @@ def _csv_ints(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``lure-fast: error: <what>; see lure-fast <command> --help``, exit 2."""
+
+    def error(self, message: str):
+        print(f"lure-fast: error: {message}; see {self.prog} --help", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _flag_type(f):
+    """The argparse type of a RunConfig field, from its annotation."""
+    kind = str(f.type)
+    if "tuple" in kind:
+        return _csv_ints
+    for name, t in (("int", int), ("float", float)):
+        if kind.startswith(name):
+            return t
+    return str
+
+
+def _help(f) -> str:
+    """A flag's help from its declaration: what it does, and its default (where the flag has one)."""
+    text = f.metadata["help"]
+    if f.default is not None and not isinstance(f.default, bool):
+        text += f"; default {f.default}"
+    return text.replace("%", "%%")
+
+
+def _metavar(f) -> str:
+    choices = f.metadata["choices"]
+    if choices is not None:
+        return "{" + ",".join(choices) + "}"
+    return {int: "N", float: "X", _csv_ints: "N,N"}.get(_flag_type(f), "VALUE" if f.name != "data" else "PATH")
+
+
 def add_run_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data and stream")
-    g.add_argument("--dataset", help="digits (embedded, default) | cifar10 | cifar100 | a name for --data")
-    g.add_argument("--data", help="folder: cifar-10-batches-py, cifar-100-python or an ImageFolder with train/ and test/")
-    g.add_argument("--image-size", type=int, help="resize ImageFolder images to this square size")
-    g.add_argument("--replay", help="full | none | buffer | window (default full)")
-    g.add_argument("--megabatches", type=int, help="number of mega-batches t (paper: 8)")
-    g.add_argument("--megabatch-size", type=int, help="samples per mega-batch (default: training set / t)")
-    g.add_argument("--buffer-size", type=int, help="buffer replay: samples kept per mega-batch (paper 186)")
-    g.add_argument("--shuffle", dest="shuffle", action="store_const", const=True,
-                   help="permute the training set with the seed before cutting mega-batches (default for "
-                        "ImageFolder trees and the digits)")
-    g.add_argument("--no-shuffle", dest="shuffle", action="store_const", const=False,
-                   help="cut mega-batches in the data's own order (default for torchvision's CIFAR folders, "
-                        "as SPEC §1 and the authors' code)")
-    g = p.add_argument_group("method")
-    g.add_argument("--method", help="bl | lure | sp | llf | fc | cold")
-    g.add_argument("--importance", help="LURE importance: snip | fim | magnitude | random")
-    g.add_argument("--reinit-fraction", type=float, help="fraction of parameters LURE re-initialises (0.2)")
-    g.add_argument("--reinit-scope", help="paper (conv/linear weights) | code (every *weight*, as the authors' code)")
-    g.add_argument("--importance-batches", help="paper (all of pi) | code (the first batch of 100 only)")
-    g.add_argument("--importance-fraction", type=float, help="size of pi as a fraction of the training set (0.2)")
-    g.add_argument("--sp-lambda", type=float, help="shrink factor of S&P (paper 0.4)")
-    g.add_argument("--sp-sigma", type=float, help="noise scale of S&P (paper 0.001)")
-    g.add_argument("--reset-momentum", action="store_const", const=True, help="zero SGD momentum between mega-batches")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--arch", help="resnet18 | resnet50 | wrn50_2 | vgg16_bn")
-    g.add_argument("--width", type=int, help="channel width (64 = the standard network)")
-    g.add_argument("--stem", help="cifar | imagenet")
-    g.add_argument("--epochs", type=int, help="epochs per mega-batch (paper 50)")
-    g.add_argument("--batch-size", type=int, help="training batch size (paper 64)")
-    g.add_argument("--lr", type=float, help="learning rate, reset every mega-batch (0.1)")
-    g.add_argument("--lr-milestones", type=_csv_ints, help="epochs where lr is multiplied by gamma (default 40%%,80%%)")
-    g.add_argument("--warmup-epochs", type=float,
-                   help="linear lr warm-up over the first N epochs of every mega-batch (paper 0, fast preset 5)")
-    g.add_argument("--weight-decay", type=float)
-    g.add_argument("--momentum", type=float)
-    g.add_argument("--no-augment", dest="augment", action="store_const", const=False)
-    g = p.add_argument_group("execution")
-    g.add_argument("--preset", help=f"one of {', '.join(C.PRESETS)}")
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", help="auto | cpu | cuda")
-    g.add_argument("--loader", help="auto (default: memory for the embedded data and on a GPU it fits; else ffcv "
-                                    "when installed) | memory | torch | ffcv")
-    g.add_argument("--precision", help="auto (bf16 on CUDA) | fp32 | bf16")
-    g.add_argument("--compile", action="store_const", const=True,
-                   help="torch.compile the model for full batches (default: on CUDA only)")
-    g.add_argument("--no-compile", dest="compile", action="store_const", const=False, help="never compile")
-    g.add_argument("--compile-mode", help="auto (reduce-overhead on CUDA) | default | reduce-overhead (CUDA graphs) "
-                                          "| max-autotune | max-autotune-no-cudagraphs")
-    g.add_argument("--eval-batch-size", type=int)
-    g.add_argument("--checkpoint-every", type=int, help="epochs between checkpoints (0: mega-batch ends only)")
-    g.add_argument("--checkpoint-interval", type=float,
-                   help="and at least this many seconds since the last checkpoint (default 30; 0: none), so "
-                        "short GPU epochs do not wait for the disk; mega-batch ends always checkpoint")
+    """One flag per RunConfig field, generated from its declaration (config.setting); every default is
+    None, so a flag not given leaves the preset's or the config's value."""
+    groups = {name: p.add_argument_group(name) for name in C.GROUPS}
+    for f in C.fields():
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        g = groups[meta["group"]]
+        if "bool" in str(f.type):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=_help(f))
+        else:
+            g.add_argument(flag, dest=f.name, type=_flag_type(f), default=None, help=_help(f),
+                           metavar=_metavar(f))
+    g = p.add_argument_group("output")
     g.add_argument("--out", help="output folder (default runs/<command>-<time>)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, cores/J)")
-
-
-RUN_CONTROL = {"out", "resume", "overwrite", "quiet", "command", "methods", "func", "threads", "jobs", "seeds"}
 
 
 def set_threads(n: int | None) -> None:
@@ -105,7 +98,9 @@ def _run_job(cfg_dict: dict, folder: str, resume: bool, overwrite: bool, label: 
 
 
 def settings(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in vars(args).items() if k not in RUN_CONTROL and v is not None}
+    """The RunConfig settings given on the command line."""
+    names = {f.name for f in C.fields()}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
 def default_out(command: str) -> str:
@@ -126,10 +121,11 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     from .report import curves, summary, table
-    from .run import prepare_out, run, write_json
+    from .rundir import prepare_out, write_json
+    from .run import run
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
-        C._choice("method", m, C.METHODS)
+        C._choice("method", m, METHODS)
     if len(set(methods)) != len(methods):
         raise C.ConfigError(f"--methods {args.methods}: names a method twice")
     base = settings(args)
@@ -187,8 +183,8 @@ def cmd_compare(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lure-fast", description="Learn, Unlearn and Relearn (LURE) and its baselines.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="lure-fast", description="Learn, Unlearn and Relearn (LURE) and its baselines.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     r = sub.add_parser("run", help="run one method over a stream of mega-batches", epilog=EPILOG)
     add_run_flags(r)
     r.set_defaults(func=cmd_run)

@@ -1,77 +1,125 @@
-"""Every setting of a run in one place (SPEC §2 defaults), the presets, and up-front validation.
+"""Every setting of a run, declared once (SPEC §2 defaults): its default, its command-line flag, help,
+choices or range, the paper's value and its group. The CLI, validation and the docs read these
+declarations; nothing restates them. Also: the presets and the resolution of a run's settings,
 
-A run's settings resolve as: dataclass defaults (the paper) <- preset <- flags given explicitly.
+    dataclass defaults (the paper) <- preset <- flags given explicitly.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+from .methods import METHODS
 from .models import ARCHS
 from .stream import REPLAYS
 
-METHODS = ("bl", "lure", "sp", "llf", "fc", "cold")
 IMPORTANCES = ("snip", "fim", "magnitude", "random")
 SCOPES = ("paper", "code")
-DEVICES = ("auto", "cpu", "cuda")
-LOADERS = ("auto", "memory", "torch", "ffcv")
-PRECISIONS = ("auto", "fp32", "bf16")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GROUPS = ("data and stream", "method", "model and training", "execution")
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message is one line naming it and the fix."""
 
 
+PRESETS: dict[str, dict] = {
+    # SPEC §2 exactly: ResNet-18, 8 x 6,250, 50 epochs, batch 64, lr 0.1 decayed at 20 and 40
+    "paper": {},
+    # a larger batch for a GPU: the learning rate scaled linearly with the batch (0.1 per 64 images, as
+    # in the paper, so 0.8 at 512) and warmed up linearly over the first 5 epochs of every mega-batch
+    # (the schedule restarts at the full rate each time); milestones, epochs and everything else as paper
+    "fast": {"batch_size": 512, "lr": 0.8, "warmup_epochs": 5.0},
+    # the embedded digits (1,500 train images of 8x8): a narrow ResNet-18 and a short stream that
+    # runs bl, lure, sp and llf in a few minutes on two CPU cores
+    "digits": {"megabatches": 4, "epochs": 20, "batch_size": 32, "width": 16, "eval_batch_size": 512},
+    # two tiny mega-batches, for smoke tests
+    "tiny": {"megabatches": 2, "megabatch_size": 100, "epochs": 2, "batch_size": 32, "width": 8,
+             "eval_batch_size": 256},
+}
+
+
+def setting(default, help: str, group: str, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False,
+            paper=None, flag: str | None = None, cli: bool = True):
+    """A field of :class:`RunConfig` with what the CLI and validation need: ``choices`` (a sequence or a
+    live mapping such as the method registry), a numeric range [lo, hi] (open ends with ``lo_open`` /
+    ``hi_open``), the paper's value where it differs from the default or needs saying, and the flag
+    (default ``--name-with-dashes``; booleans get ``--x`` / ``--no-x``)."""
+    assert group in GROUPS, group
+    meta = {"help": help, "group": group, "choices": choices, "range": (lo, hi, lo_open, hi_open),
+            "paper": paper, "flag": flag, "cli": cli}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+D, M, T, X = GROUPS
+
+
 @dataclass
 class RunConfig:
     # data and stream (SPEC §1)
-    dataset: str | None = None          # digits (embedded) | cifar10 | cifar100 | any name with --data
-    data: str | None = None             # path; None = embedded digits or a torchvision download
-    image_size: int | None = None       # resize ImageFolder images to this size
-    replay: str = "full"
-    megabatches: int = 8
-    megabatch_size: int | None = None   # None: training-set size // megabatches
-    buffer_size: int = 186              # buffer replay: samples added per mega-batch (paper 186, code 182)
-    shuffle: bool | None = None         # permute the training set with the seed before cutting; None (auto):
-                                        # natural order for torchvision's CIFAR folders (SPEC §1, the
-                                        # authors' order), permuted for everything else (ImageFolder trees
-                                        # list their files class by class)
+    dataset: str | None = setting(None, "digits (embedded, the default) | cifar10 | cifar100 | a name for --data", D)
+    data: str | None = setting(None, "folder: cifar-10-batches-py, cifar-100-python, or an ImageFolder with "
+                                     "train/ and test/ (default: the embedded digits)", D)
+    image_size: int | None = setting(None, "resize ImageFolder images to this square size", D, lo=8)
+    replay: str = setting("full", "which earlier mega-batches are trained on again", D, choices=REPLAYS,
+                          paper="full (Table 1)")
+    megabatches: int = setting(8, "number of mega-batches t", D, lo=1, paper=8)
+    megabatch_size: int | None = setting(None, "samples per mega-batch (default: training set // t)", D, lo=10)
+    buffer_size: int = setting(186, "buffer replay: train and validation samples kept per mega-batch (the authors' "
+                                    "code: 182)", D, lo=0, paper=186)
+    shuffle: bool | None = setting(None, "permute the training set with the seed before cutting mega-batches "
+                                         "(default: natural order for torchvision's CIFAR folders, as SPEC §1 and "
+                                         "the authors' code; permuted for ImageFolder trees and the digits)", D)
     # method (SPEC §3, §4)
-    method: str = "lure"
-    importance: str = "snip"
-    reinit_fraction: float = 0.2
-    reinit_scope: str = "paper"         # paper: conv/linear weights; code: every param named *weight*
-    importance_fraction: float = 0.2    # pi_i = 20 % of the mega-batch's training set
-    importance_batch_size: int = 100
-    importance_batches: str = "paper"   # paper: all of pi, gradients summed; code: first batch, |grad| summed
-    sp_lambda: float = 0.4
-    sp_sigma: float = 0.001
-    reset_momentum: bool = False        # the code keeps momentum across mega-batches
+    method: str = setting("lure", "the forgetting step between mega-batches", M, choices=METHODS)
+    importance: str = setting("snip", "LURE's importance criterion", M, choices=IMPORTANCES, paper="snip")
+    reinit_fraction: float = setting(0.2, "fraction of LURE's pool re-initialised", M, lo=0, hi=1, lo_open=True,
+                                     hi_open=True, paper=0.2)
+    reinit_scope: str = setting("paper", "what LURE ranks and resets: paper = conv/linear weights, code = every "
+                                         "*weight* (as the authors' code)", M, choices=SCOPES)
+    importance_fraction: float = setting(0.2, "size of pi as a fraction of the mega-batch's training set", M,
+                                         lo=0, hi=1, lo_open=True, paper=0.2)
+    importance_batch_size: int = setting(100, "batch size of the importance pass", M, lo=1)
+    importance_batches: str = setting("paper", "paper = all of pi, gradients summed; code = the first batch only, "
+                                               "|grad| summed", M, choices=SCOPES)
+    sp_lambda: float = setting(0.4, "shrink factor of S&P (the authors' code: 0.3)", M, lo=0, hi=1, paper=0.4)
+    sp_sigma: float = setting(0.001, "noise scale of S&P", M, lo=0, paper=0.001)
+    reset_momentum: bool = setting(False, "zero SGD momentum between mega-batches (the authors' code keeps it)", M)
     # model and optimisation (SPEC §2)
-    arch: str = "resnet18"
-    width: int = 64
-    stem: str = "cifar"
-    epochs: int = 50
-    batch_size: int = 64
-    lr: float = 0.1
-    lr_milestones: tuple[int, ...] | None = None  # None: 40 % and 80 % of the epochs (20, 40 of 50)
-    lr_gamma: float = 0.1
-    warmup_epochs: float = 0.0          # linear lr warm-up at the start of every mega-batch (0: none, the paper)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    augment: bool = True
+    arch: str = setting("resnet18", "network", T, choices=ARCHS, paper="resnet18 (CIFAR)")
+    width: int = setting(64, "channel width (64 = the standard network)", T, lo=1, paper=64)
+    stem: str = setting("cifar", "first layers: cifar (3x3 conv) | imagenet (7x7 conv and max-pool)", T,
+                        choices=("cifar", "imagenet"))
+    epochs: int = setting(50, "epochs per mega-batch", T, lo=1, paper=50)
+    batch_size: int = setting(64, "training batch size", T, lo=1, paper=64)
+    lr: float = setting(0.1, "learning rate, reset every mega-batch", T, lo=0, lo_open=True, paper=0.1)
+    lr_milestones: tuple[int, ...] | None = setting(None, "comma-separated epochs where lr is multiplied by "
+                                                          "--lr-gamma (default: 40 % and 80 % of the epochs)", T,
+                                                    paper="20,40 of 50")
+    lr_gamma: float = setting(0.1, "learning-rate decay factor at each milestone", T, lo=0, hi=1, lo_open=True,
+                              paper=0.1)
+    warmup_epochs: float = setting(0.0, "linear lr warm-up over the first N epochs of every mega-batch "
+                                        "(fast preset: 5)", T, lo=0, paper=0)
+    momentum: float = setting(0.9, "SGD momentum", T, lo=0, hi=1, hi_open=True, paper=0.9)
+    weight_decay: float = setting(1e-4, "SGD weight decay", T, lo=0, paper=1e-4)
+    augment: bool = setting(True, "random flips and pad-4 crops while training", T, paper=True)
     # execution
-    seed: int = 0
-    device: str = "auto"
-    loader: str = "auto"                # auto: see run.choose_loader
-    precision: str = "auto"             # auto: bf16 autocast on CUDA, fp32 on the CPU
-    compile: bool | None = None         # None (auto): compiled on CUDA, eager on the CPU
-    compile_mode: str = "auto"          # torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA
-    eval_batch_size: int = 1024
-    checkpoint_every: int = 1           # epochs between checkpoints; 0: mega-batch boundaries only
-    checkpoint_interval: float = 30.0   # and at least this many seconds since the last one (0: no minimum)
-    preset: str | None = None
+    seed: int = setting(0, "seed of the stream, the initial weights and every draw", X)
+    device: str = setting("auto", "auto (CUDA when present) | cpu | cuda", X, choices=("auto", "cpu", "cuda"))
+    loader: str = setting("auto", "auto: memory for the embedded data and on a GPU it fits, else ffcv when "
+                                  "installed", X, choices=("auto", "memory", "torch", "ffcv"))
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on the CPU", X,
+                             choices=("auto", "fp32", "bf16"))
+    compile: bool | None = setting(None, "torch.compile the model for full batches (default: on CUDA only)", X)
+    compile_mode: str = setting("auto", "torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA", X,
+                                choices=COMPILE_MODES)
+    eval_batch_size: int = setting(1024, "batch size of validation and test passes", X, lo=1)
+    checkpoint_every: int = setting(1, "epochs between checkpoints (0: mega-batch ends only)", X, lo=0)
+    checkpoint_interval: float = setting(30.0, "and at least this many seconds since the last checkpoint (0: no "
+                                               "minimum), so short GPU epochs do not wait for the disk; mega-batch "
+                                               "ends always checkpoint", X, lo=0)
+    preset: str | None = setting(None, "a named set of defaults (default: digits for the embedded data, paper "
+                                         "otherwise)", X, choices=PRESETS)
 
     def milestones(self) -> tuple[int, ...]:
         if self.lr_milestones is not None:
@@ -100,22 +148,6 @@ class RunConfig:
         return d
 
 
-PRESETS: dict[str, dict] = {
-    # SPEC §2 exactly: ResNet-18, 8 x 6,250, 50 epochs, batch 64, lr 0.1 decayed at 20 and 40
-    "paper": {},
-    # a larger batch for a GPU: the learning rate scaled linearly with the batch (0.1 per 64 images, as
-    # in the paper, so 0.8 at 512) and warmed up linearly over the first 5 epochs of every mega-batch
-    # (the schedule restarts at the full rate each time); milestones, epochs and everything else as paper
-    "fast": {"batch_size": 512, "lr": 0.8, "warmup_epochs": 5.0},
-    # the embedded digits (1,500 train images of 8x8): a narrow ResNet-18 and a short stream that
-    # runs bl, lure, sp and llf in a few minutes on two CPU cores
-    "digits": {"megabatches": 4, "epochs": 20, "batch_size": 32, "width": 16, "eval_batch_size": 512},
-    # two tiny mega-batches, for smoke tests
-    "tiny": {"megabatches": 2, "megabatch_size": 100, "epochs": 2, "batch_size": 32, "width": 8,
-             "eval_batch_size": 256},
-}
-
-
 def resolve(explicit: dict) -> RunConfig:
     """Defaults <- preset <- ``explicit`` (only the keys a user actually set)."""
     explicit = {k: v for k, v in explicit.items() if v is not None}
@@ -137,6 +169,11 @@ def resolve(explicit: dict) -> RunConfig:
     return cfg
 
 
+def fields() -> tuple[dataclasses.Field, ...]:
+    """The declared settings, in order."""
+    return dataclasses.fields(RunConfig)
+
+
 def _choice(name: str, value, options) -> None:
     if value not in options:
         raise ConfigError(f"--{name.replace('_', '-')} {value}: unknown; choose one of {', '.join(options)}")
@@ -154,40 +191,17 @@ def _range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> 
 
 
 def validate(cfg: RunConfig) -> None:
-    """Check every name and numeric range that needs no data; raises :class:`ConfigError`."""
-    _choice("method", cfg.method, METHODS)
-    _choice("importance", cfg.importance, IMPORTANCES)
-    _choice("reinit_scope", cfg.reinit_scope, SCOPES)
-    _choice("importance_batches", cfg.importance_batches, SCOPES)
-    _choice("replay", cfg.replay, REPLAYS)
-    _choice("arch", cfg.arch, ARCHS)
-    _choice("stem", cfg.stem, ("cifar", "imagenet"))
-    _choice("device", cfg.device, DEVICES)
-    _choice("loader", cfg.loader, LOADERS)
-    _choice("precision", cfg.precision, PRECISIONS)
-    _choice("compile_mode", cfg.compile_mode, COMPILE_MODES)
-    _range("reinit_fraction", cfg.reinit_fraction, 0, 1, lo_open=True, hi_open=True)
-    _range("importance_fraction", cfg.importance_fraction, 0, 1, lo_open=True)
-    _range("sp_lambda", cfg.sp_lambda, 0, 1)
-    _range("sp_sigma", cfg.sp_sigma, 0)
-    _range("megabatches", cfg.megabatches, 1)
-    if cfg.megabatch_size is not None:
-        _range("megabatch_size", cfg.megabatch_size, 10)
-    _range("buffer_size", cfg.buffer_size, 0)
-    _range("epochs", cfg.epochs, 1)
-    _range("batch_size", cfg.batch_size, 1)
-    _range("eval_batch_size", cfg.eval_batch_size, 1)
-    _range("importance_batch_size", cfg.importance_batch_size, 1)
-    _range("lr", cfg.lr, 0, lo_open=True)
-    _range("lr_gamma", cfg.lr_gamma, 0, 1, lo_open=True)
+    """Check every name and numeric range that needs no data (as the fields declare them); raises
+    :class:`ConfigError`."""
+    for f in fields():
+        value, meta = getattr(cfg, f.name), f.metadata
+        if value is None:
+            continue
+        if meta["choices"] is not None:
+            _choice(f.name, value, meta["choices"])
+        if meta["range"] != (None, None, False, False):
+            _range(f.name, value, *meta["range"])
     _range("warmup_epochs", cfg.warmup_epochs, 0, cfg.epochs)
-    _range("momentum", cfg.momentum, 0, 1, hi_open=True)
-    _range("weight_decay", cfg.weight_decay, 0)
-    _range("width", cfg.width, 1)
-    _range("checkpoint_every", cfg.checkpoint_every, 0)
-    _range("checkpoint_interval", cfg.checkpoint_interval, 0)
-    if cfg.image_size is not None:
-        _range("image_size", cfg.image_size, 8)
     for m in cfg.milestones():
         if not 0 < m <= cfg.epochs:
             raise ConfigError(f"--lr-milestones {','.join(map(str, cfg.milestones()))}: each must be in "

@@ -1,15 +1,39 @@
-"""Fault injection for the crash-and-resume tests: with ``LURE_FAST_FAULT=point:a:b...`` set, the
-process kills itself with SIGKILL when it reaches that point (e.g. ``batch:2:1:3`` = mega-batch 2,
-epoch 1, batch 3; ``unlearn:1``; ``epoch_end:1:0``; ``checkpoint_write:3`` = the third checkpoint,
-half written). Unset, ``fault`` is a dictionary-free string comparison away from free."""
+"""Named points of a run where a test may step in; production code only marks them.
+
+``point(name, *where)`` is one comparison with None unless a hook is set. The crash-and-resume tests
+set one through the environment: with ``LURE_FAST_FAULT=name:a:b...`` the process kills itself with
+SIGKILL at that point (``batch:2:1:3`` = mega-batch 2, epoch 1, batch 3; ``epoch_end:1:0``;
+``unlearn:1``; ``checkpoint_write:3`` = the third checkpoint, half written). The ``epoch`` point
+(mega-batch, epoch) tells the hook where a ``batch`` point stands, so the step needs no position.
+"""
 from __future__ import annotations
 
 import os
 import signal
+from typing import Callable
 
-_TARGET = os.environ.get("LURE_FAST_FAULT") or None
+HOOK: Callable[[str, tuple], None] | None = None
 
 
-def fault(point: str, *where: int) -> None:
-    if _TARGET is not None and _TARGET == ":".join([point, *map(str, where)]):
-        os.kill(os.getpid(), signal.SIGKILL)
+def point(name: str, *where: int) -> None:
+    if HOOK is not None:
+        HOOK(name, where)
+
+
+class KillAt:
+    """A hook that SIGKILLs this process when it reaches ``target`` (``name:a:b...``)."""
+
+    def __init__(self, target: str):
+        self.target, self.epoch = target, ()
+
+    def __call__(self, name: str, where: tuple) -> None:
+        if name == "epoch":
+            self.epoch = where
+        elif name == "batch":
+            where = (*self.epoch, *where)
+        if self.target == ":".join([name, *map(str, where)]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+if os.environ.get("LURE_FAST_FAULT"):
+    HOOK = KillAt(os.environ["LURE_FAST_FAULT"])

@@ -1,16 +1,12 @@
 """Paper-style results table (Markdown) and test-accuracy curves (PNG) for a comparison."""
 from __future__ import annotations
 
-LABELS = {"bl": "BL (warm start)", "lure": "LURE", "sp": "S&P", "llf": "LLF", "fc": "FC reset", "cold": "Cold start"}
+from .methods import method_label as _label
 
 
 def method_label(result: dict) -> str:
-    cfg = result["config"]
-    label = LABELS.get(cfg["method"], cfg["method"])
-    if cfg["method"] == "lure":
-        label += f" ({cfg['importance'].upper() if cfg['importance'] in ('snip', 'fim') else cfg['importance']}, " \
-                 f"{100 * cfg['reinit_fraction']:g} %)"
-    return label
+    """The row label of a run's results (the method registry's label for its config)."""
+    return _label(result["config"])
 
 
 def _groups(results) -> dict[str, list[dict]]:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .faults import fault
+from . import faults
 from .metrics import EvalCounter
 
 
@@ -68,7 +68,7 @@ class Trainer:
         for g in self.optimizer.param_groups:
             g["lr"] = lr
 
-    def train_epoch(self, loader, epoch_key: int, epoch: int, where: tuple[int, int] = (0, 0)) -> dict:
+    def train_epoch(self, loader, epoch_key: int, epoch: int) -> dict:
         """One pass over ``loader.epoch(epoch_key)`` as epoch ``epoch`` (0-based) of a mega-batch's
         schedule (``lr_at``; during warm-up the rate changes every step, a plain float in the optimizer,
         so nothing recompiles); returns the mean loss and the running accuracy (in percent, with
@@ -81,7 +81,7 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         n = 0
         for b, (x, y) in enumerate(loader.epoch(epoch_key)):
-            fault("batch", *where, b)
+            faults.point("batch", b)
             if warm:
                 self._set_lr(self.lr_at(epoch, (b + 1) / steps))
             with self._autocast():

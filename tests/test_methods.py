@@ -9,7 +9,8 @@ from torch import nn
 
 from lure_fast import config as C
 from lure_fast.loaders import Dataset, Split, make_backend
-from lure_fast.methods import forget_, importance, reinit_bound, unlearn_pool
+from lure_fast.importance import importance
+from lure_fast.methods import forget_, reinit_bound, unlearn_pool
 from lure_fast.models import build_model
 
 

@@ -225,11 +225,11 @@ def test_a_checkpoint_holds_the_state_of_when_it_was_saved(tmp_path):
 ])
 def test_checkpoint_interval_skips_epoch_checkpoints_but_never_megabatch_ones(tmp_path, monkeypatch, interval,
                                                                             expected):
-    import lure_fast.run as run_mod
+    from lure_fast.checkpoint import Checkpointer
 
     saved = []
-    original = run_mod.Checkpointer.save
-    monkeypatch.setattr(run_mod.Checkpointer, "save",
+    original = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save",
                         lambda self, state, mb, epoch: saved.append((mb, epoch)) or original(self, state, mb, epoch))
     assert main([*BASE, "--quiet", "--checkpoint-interval", interval, "--out", str(tmp_path / "run")]) == 0
     assert saved == expected

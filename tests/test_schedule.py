@@ -112,31 +112,31 @@ def test_cli_warmup_and_no_compile_reach_the_run(tmp_path, capsys):
 
 def test_resume_of_a_run_saved_before_a_setting_existed(tmp_path):
     """A checkpoint written before ``warmup_epochs`` existed resumes when the setting keeps its default."""
-    from lure_fast.run import _check_same
+    from lure_fast.rundir import check_same
     cfg = C.resolve({"preset": "tiny"})
     old = {k: v for k, v in cfg.to_dict().items() if k != "warmup_epochs"}
-    _check_same(cfg, old, str(tmp_path))
+    check_same(cfg, old, str(tmp_path))
     from lure_fast.checkpoint import RunError
     with pytest.raises(RunError, match=r"warmup_epochs \(now 1.0, was 0.0\)"):
-        _check_same(C.resolve({"preset": "tiny", "warmup_epochs": 1.0}), old, str(tmp_path))
+        check_same(C.resolve({"preset": "tiny", "warmup_epochs": 1.0}), old, str(tmp_path))
 
 
 def test_loader_auto_picks_memory_for_embedded_data_and_ffcv_for_data_on_disk(monkeypatch):
-    from lure_fast import run as R
-    from lure_fast.loaders import writers
+    from lure_fast import loaders
+    from lure_fast import prepare as R
 
     ds = Dataset("x", "imagefolder", Split(torch.zeros(10, 4, 4, 3, dtype=torch.uint8), torch.zeros(10)),
                  Split(torch.zeros(10, 4, 4, 3, dtype=torch.uint8), torch.zeros(10)), ["a"])
     cpu = torch.device("cpu")
     assert R.choose_loader(C.RunConfig(), ds, cpu) == ("memory", None)
     assert R.choose_loader(C.RunConfig(data="d", loader="torch"), ds, cpu) == ("torch", None)
-    monkeypatch.setattr(writers, "require_ffcv", lambda: None)
+    monkeypatch.setattr(loaders, "require_ffcv", lambda: None)
     assert R.choose_loader(C.RunConfig(data="d"), ds, cpu) == ("ffcv", None)
     assert R.choose_loader(C.RunConfig(dataset="cifar10"), ds, cpu) == ("ffcv", None)  # downloaded to disk
 
     def missing():
-        raise writers.DataError("no ffcv")
+        raise loaders.DataError("no ffcv")
 
-    monkeypatch.setattr(writers, "require_ffcv", missing)
+    monkeypatch.setattr(loaders, "require_ffcv", missing)
     name, note = R.choose_loader(C.RunConfig(data="d"), ds, cpu)
     assert name == "memory" and "FFCV is not installed" in note and "install_ffcv.sh" in note

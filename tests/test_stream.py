@@ -85,7 +85,7 @@ def test_stream_order_default_follows_the_layout(layout, flag, shuffled):
     from types import SimpleNamespace
 
     from lure_fast import config as C
-    from lure_fast.run import build_stream
+    from lure_fast.prepare import build_stream
 
     cfg = C.resolve({"dataset": "x", "data": "/nowhere", "megabatches": 4, "megabatch_size": 100, "shuffle": flag})
     ds = SimpleNamespace(layout=layout, train=np.zeros(1000))

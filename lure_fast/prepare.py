@@ -1,0 +1,114 @@
+"""Setting a run up: the device, the data, the loader backend, the stream of mega-batches, the model
+and the four loaders the loop reads (train, validation, test, the importance subset pi)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import config as C
+from .methods import derive_seed, seeded
+from .models import CIFAR10_MEAN, CIFAR10_STD, build_model
+from .stream import MegaBatch, Stream, make_stream
+
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+
+@dataclass
+class Setup:
+    dataset: object           # lure_fast.loaders.Dataset
+    loader_name: str          # the backend serving it
+    stream: Stream
+    model: torch.nn.Module
+    init_state: list | None   # the initial weights, kept for cold start
+    train: object             # EpochLoaders over the current mega-batch's index sets
+    val: object
+    test: object
+    importance: object
+
+    def point_at(self, mb: MegaBatch) -> None:
+        """Point the train, validation and importance loaders at mega-batch ``mb``'s samples."""
+        self.train.set_indices(mb.train)
+        self.val.set_indices(mb.val)
+        self.importance.set_indices(mb.importance)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup:
+    """Load the data, choose and build the loader backend, cut the stream, build the model."""
+    from .loaders import load_dataset, make_backend
+    dataset = load_dataset(cfg.dataset, cfg.data, cfg.image_size)  # image files stay on disk until decoded
+    loader_name, note = choose_loader(cfg, dataset, device)
+    if note and notes:
+        print(f"lure-fast: note: {note}", file=sys.stderr)
+    # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
+    # found by decoding, can only make the training set smaller)
+    build_stream(cfg, dataset, dataset.train.listed)
+    channels_last = device.type == "cuda"
+    backend = make_backend(loader_name, dataset, device, channels_last)  # ffcv: the .beton files, written once
+    stream = build_stream(cfg, dataset)  # the split sizes are known once unreadable files are
+    mean, std = data_stats(dataset, backend)
+    c, _, _ = dataset.image_shape
+    with seeded(derive_seed(cfg.seed, 0), torch.device("cpu")):  # the same initial weights on any device
+        model = build_model(cfg.arch, dataset.num_classes, c, cfg.width, cfg.stem, mean, std)
+    init_state = [t.clone().to(device) for t in model.state_dict().values()] if cfg.method == "cold" else None
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    first = stream[0]
+    return Setup(dataset, loader_name, stream, model, init_state,
+                 train=backend.loader("train", first.train, cfg.batch_size, augment=cfg.augment, shuffle=True,
+                                      seed=cfg.seed),
+                 val=backend.loader("train", first.val, cfg.eval_batch_size, seed=cfg.seed),
+                 test=backend.loader("test", np.arange(len(dataset.test)), cfg.eval_batch_size, seed=cfg.seed),
+                 importance=backend.loader("train", first.importance, cfg.importance_batch_size, seed=cfg.seed))
+
+
+def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:
+    """The backend ``--loader`` names, resolving ``auto``: ``memory`` for the embedded data and on a GPU
+    that holds the decoded dataset in a quarter of its memory (GPU-side augmentation, no host work); else
+    ``ffcv`` (the streaming backend for data read from disk), or ``memory`` when FFCV is not installed.
+    Returns the name and, when auto had to fall back, a one-line note."""
+    if cfg.loader != "auto":
+        return cfg.loader, None
+    if cfg.data is None and cfg.dataset in (None, "digits"):  # the embedded data: tiny
+        return "memory", None
+    nbytes = dataset.train.nbytes + dataset.test.nbytes  # of a file list: count x first image, nothing decoded
+    if device.type == "cuda" and nbytes <= torch.cuda.get_device_properties(device).total_memory // 4:
+        return "memory", None
+    try:
+        from .loaders import require_ffcv
+        require_ffcv()
+    except Exception:
+        return "memory", ("--loader auto: FFCV is not installed here, so the data is held in memory "
+                          "(scripts/install_ffcv.sh installs it)")
+    return "ffcv", None
+
+
+def build_stream(cfg, dataset, n: int | None = None) -> Stream:
+    """The mega-batches over ``dataset``'s training split (of ``n`` samples: by default its length)."""
+    n = len(dataset.train) if n is None else n
+    size = cfg.megabatch_size or n // cfg.megabatches
+    try:
+        return make_stream(n, cfg.megabatches, size, cfg.replay, cfg.buffer_size,
+                           cfg.importance_fraction, cfg.seed, cfg.shuffled(dataset.layout))
+    except ValueError as e:
+        raise C.ConfigError(str(e)) from None
+
+
+def data_stats(dataset, backend) -> tuple[tuple, tuple]:
+    """Normalisation constants: the usual ones for CIFAR, else computed from the training images, exactly
+    (so the ffcv backend, counting from its .beton, gives the memory backend's numbers), to 4 decimals."""
+    if dataset.name == "cifar10":
+        return CIFAR10_MEAN, CIFAR10_STD
+    if dataset.name == "cifar100":
+        return CIFAR100_MEAN, CIFAR100_STD
+    mean, std = backend.channel_stats("train")
+    return tuple(round(v, 4) for v in mean), tuple(round(max(v, 1e-3), 4) for v in std)
