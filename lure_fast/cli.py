@@ -212,5 +212,59 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+
+
+def flags_markdown() -> str:
+    """The run flags as a Markdown table (docs/cli.md holds it; a test keeps the two equal)."""
+    rows = ["| flag | what it sets | default | paper | choices or range |", "|---|---|---|---|---|"]
+    for group in C.GROUPS:
+        rows.append(f"| **{group}** | | | | |")
+        for f in C.fields():
+            meta = f.metadata
+            if meta["group"] != group or not meta["cli"]:
+                continue
+            flag = meta["flag"] or "--" + f.name.replace("_", "-")
+            if "bool" in str(f.type):
+                flag = f"{flag} / --no-{flag[2:]}"
+            lo, hi, lo_open, hi_open = meta["range"]
+            allowed = " \\| ".join(map(str, meta["choices"])) if meta["choices"] is not None else ""
+            if lo is not None or hi is not None:
+                allowed = (("(" if lo_open else "[") + f"{lo}" if lo is not None else "(-inf") + ", " + \
+                          (f"{hi}" + (")" if hi_open else "]") if hi is not None else "inf)")
+            cells = [f"`{flag}`", meta["help"].replace("|", "\\|"), "" if f.default is None else f"{f.default}",
+                     "" if meta["paper"] is None else f"{meta['paper']}", allowed]
+            rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def presets_markdown() -> str:
+    """The presets as a Markdown table: what each one changes from the defaults."""
+    rows = ["| preset | changes from the defaults |", "|---|---|"]
+    for name, values in C.PRESETS.items():
+        changes = ", ".join(f"`--{k.replace('_', '-')} {v}`" for k, v in values.items()) or "none (SPEC §2 exactly)"
+        rows.append(f"| `{name}` | {changes} |")
+    return "\n".join(rows) + "\n"
+
+
+BEGIN, END = "<!-- generated from lure_fast/config.py: begin -->", "<!-- generated: end -->"
+
+
+def generated_docs() -> str:
+    return f"{BEGIN}\n{flags_markdown()}\n{presets_markdown()}{END}"
+
+
+def write_docs(path: str = "docs/cli.md") -> None:
+    """Rewrite the generated part of ``path`` from the declarations (python -m lure_fast.cli docs)."""
+    with open(path) as f:
+        text = f.read()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w") as f:
+        f.write(head + generated_docs() + tail)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    if sys.argv[1:] == ["docs"]:
+        write_docs()
+    else:
+        sys.exit(main())

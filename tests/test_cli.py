@@ -246,3 +246,29 @@ def test_compare_refuses_bad_seed_lists(tmp_path, capsys, args, needle):
     assert main(["compare", "--methods", "bl", *TINY, *args, "--out", str(tmp_path / "c")]) == 2
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["run", "--epochs", "x"], "argument --epochs: invalid int value: 'x'"),
+    (["run", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["compare", "--lr-milestones", "a,b"], "expected comma-separated integers"),
+    ([], "the following arguments are required: command"),
+    (["train"], "invalid choice: 'train'"),
+])
+def test_argparse_errors_are_one_line_and_exit_2(capsys, argv, needle):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lure-fast: error: ") and needle in err[0] and "--help" in err[0], err
+
+
+def test_every_setting_has_one_flag_and_the_docs_table_is_current():
+    import pathlib
+    from lure_fast import config as C
+    from lure_fast.cli import generated_docs, parser
+    run = parser()._subparsers._group_actions[0].choices["run"]
+    dests = {a.dest for a in run._actions}
+    assert {f.name for f in C.fields()} <= dests  # a new setting gets its flag without a line in cli.py
+    docs = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert generated_docs() in docs, "docs/cli.md is stale: run python -m lure_fast.cli docs"
