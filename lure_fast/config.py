@@ -108,7 +108,8 @@ class RunConfig:
     device: str = setting("auto", "auto (CUDA when present) | cpu | cuda", X, choices=("auto", "cpu", "cuda"))
     loader: str = setting("auto", "auto: memory for the embedded data and on a GPU it fits, else ffcv when "
                                   "installed", X, choices=("auto", "memory", "torch", "ffcv"))
-    precision: str = setting("auto", "auto: bf16 autocast on CUDA, fp32 on the CPU", X,
+    precision: str = setting("auto", "auto: bf16 autocast on CUDA and on a CPU with native bf16 (AVX512-BF16 "
+                                       "or AMX), else fp32", X,
                              choices=("auto", "fp32", "bf16"))
     compile: bool | None = setting(None, "torch.compile the model for full batches (default: on CUDA only)", X)
     compile_mode: str = setting("auto", "torch.compile mode; auto: reduce-overhead (CUDA graphs) on CUDA", X,

@@ -25,7 +25,7 @@ from .methods import forget_
 from .metrics import summarize
 from .prepare import prepare, resolve_device
 from .rundir import NO_BEST, RunFolder, RunState, restore
-from .train import Trainer
+from .train import Trainer, autocast_dtype
 
 
 def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = False,
@@ -103,7 +103,9 @@ def check_finite(loss: float, i: int, epoch: int, cfg, out: str) -> None:
 
 def results(cfg, device: torch.device, s, records: list[dict]) -> dict:
     ds = s.dataset
+    amp = autocast_dtype(cfg, device)
     return {"config": cfg.to_dict(), "device": device_name(device), "loader": s.loader_name,
+            "precision": "fp32" if amp is None else "bf16",
             "dataset": {"name": ds.name, "layout": ds.layout, "train": len(ds.train), "test": len(ds.test),
                         "classes": ds.num_classes, "image_shape": list(ds.image_shape), "skipped": ds.skipped},
             "megabatches": records, "summary": summarize(records)}

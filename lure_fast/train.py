@@ -17,8 +17,25 @@ from . import faults
 from .metrics import EvalCounter
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where bf16 autocast is a real speed-up;
+    elsewhere PyTorch emulates bf16 and fp32 is faster."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if all(p is not None for p in probes):
+        return any(p() for p in probes)
+    try:  # an older torch without the probes: the kernel's CPU flags
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
 def autocast_dtype(cfg, device: torch.device):
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda"):
+    """bf16 for ``--precision bf16``, and for ``auto`` on CUDA and on a CPU with native bf16; else None (fp32)."""
+    if cfg.precision == "bf16":
+        return torch.bfloat16
+    if cfg.precision == "auto" and (device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())):
         return torch.bfloat16
     return None
 

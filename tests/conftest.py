@@ -4,7 +4,7 @@ import pytest
 
 from lf_helpers import CIFAR_JPEG
 
-# every cache folder the code reads from the environment (loaders/sources.py, loaders/writers.py)
+# every cache folder the code reads from the environment (loaders/sources.py, loaders/cache.py)
 CACHE_VARIABLES = {"LURE_FAST_DECODED_CACHE": "decoded", "LURE_FAST_BETON_CACHE": "beton"}
 
 

@@ -1,5 +1,5 @@
 """The rooms stay apart: ``kernels/`` imports nothing of the project, ``loaders/`` nothing of
-``lure_fast`` outside itself, so either can be taken alone (STYLE.md)."""
+``lure_fast`` outside itself, so either can be taken alone (docs/architecture.md)."""
 import ast
 import pathlib
 import subprocess
