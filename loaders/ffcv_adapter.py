@@ -28,7 +28,10 @@ import torch
 from .errors import DataError
 
 FFCV_VERSION = "1.0.2"  # ffcv.__version__ says 0.0.3rc1 in this release: the package metadata is the version
-INSTALL_HINT = "install it with scripts/install_ffcv.sh PYTHON, or use --loader memory or torch"
+INSTALL_HINT = ("FFCV compiles against OpenCV and libjpeg-turbo: install them (Debian/Ubuntu: apt-get install "
+                "pkg-config g++ libopencv-dev libturbojpeg0-dev; macOS: brew install pkg-config opencv jpeg-turbo), "
+                "then make ffcv, scripts/install_ffcv.sh PYTHON or pip install 'lure-fast[ffcv]' (docs/setup.md); "
+                "or use --loader memory or torch")
 
 
 def require_ffcv():

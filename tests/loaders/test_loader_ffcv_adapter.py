@@ -26,3 +26,18 @@ def test_the_install_script_installs_the_release_the_adapter_was_written_for():
     assert pinned and pinned.group(1) == ffcv_adapter.FFCV_VERSION, (
         f"scripts/install_ffcv.sh installs ffcv {pinned and pinned.group(1)} but loaders/ffcv_adapter.py was "
         f"written for {ffcv_adapter.FFCV_VERSION}; make them agree")
+
+
+def test_without_ffcv_the_error_names_the_system_libraries_and_every_way_to_install(monkeypatch):
+    import sys
+
+    import pytest
+
+    from lure_fast.loaders import DataError, require_ffcv
+    monkeypatch.setitem(sys.modules, "ffcv", None)  # `import ffcv` now raises ImportError
+    with pytest.raises(DataError) as e:
+        require_ffcv()
+    msg = str(e.value)
+    assert "\n" not in msg and "does not import here" in msg
+    for needle in ("libopencv-dev", "libturbojpeg0-dev", "make ffcv", "lure-fast[ffcv]", "--loader memory or torch"):
+        assert needle in msg, needle
