@@ -38,6 +38,14 @@ def _flag_type(f):
     return str
 
 
+def _flag(f) -> str:
+    return "--" + f.name.replace("_", "-")
+
+
+def _is_bool(f) -> bool:
+    return "bool" in str(f.type)
+
+
 def _help(f) -> str:
     """A flag's help from its declaration: what it does, and its default (where the flag has one)."""
     text = f.metadata["help"]
@@ -58,12 +66,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     None, so a flag not given leaves the preset's or the config's value."""
     groups = {name: p.add_argument_group(name) for name in C.GROUPS}
     for f in C.fields():
-        meta = f.metadata
-        if not meta["cli"]:
-            continue
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        g = groups[meta["group"]]
-        if "bool" in str(f.type):
+        flag, g = _flag(f), groups[f.metadata["group"]]
+        if _is_bool(f):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=_help(f))
         else:
             g.add_argument(flag, dest=f.name, type=_flag_type(f), default=None, help=_help(f),
@@ -221,16 +225,12 @@ def flags_markdown() -> str:
         rows.append(f"| **{group}** | | | | |")
         for f in C.fields():
             meta = f.metadata
-            if meta["group"] != group or not meta["cli"]:
+            if meta["group"] != group:
                 continue
-            flag = meta["flag"] or "--" + f.name.replace("_", "-")
-            if "bool" in str(f.type):
-                flag = f"{flag} / --no-{flag[2:]}"
-            lo, hi, lo_open, hi_open = meta["range"]
+            flag = _flag(f) + (f" / --no-{_flag(f)[2:]}" if _is_bool(f) else "")
             allowed = " \\| ".join(map(str, meta["choices"])) if meta["choices"] is not None else ""
-            if lo is not None or hi is not None:
-                allowed = (("(" if lo_open else "[") + f"{lo}" if lo is not None else "(-inf") + ", " + \
-                          (f"{hi}" + (")" if hi_open else "]") if hi is not None else "inf)")
+            if meta["range"][:2] != (None, None):
+                allowed = C.range_text(*meta["range"])
             cells = [f"`{flag}`", meta["help"].replace("|", "\\|"), "" if f.default is None else f"{f.default}",
                      "" if meta["paper"] is None else f"{meta['paper']}", allowed]
             rows.append("| " + " | ".join(cells) + " |")

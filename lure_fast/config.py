@@ -40,14 +40,14 @@ PRESETS: dict[str, dict] = {
 
 
 def setting(default, help: str, group: str, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False,
-            paper=None, flag: str | None = None, cli: bool = True):
+            paper=None):
     """A field of :class:`RunConfig` with what the CLI and validation need: ``choices`` (a sequence or a
     live mapping such as the method registry), a numeric range [lo, hi] (open ends with ``lo_open`` /
     ``hi_open``), the paper's value where it differs from the default or needs saying, and the flag
     (default ``--name-with-dashes``; booleans get ``--x`` / ``--no-x``)."""
     assert group in GROUPS, group
     meta = {"help": help, "group": group, "choices": choices, "range": (lo, hi, lo_open, hi_open),
-            "paper": paper, "flag": flag, "cli": cli}
+            "paper": paper}
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -180,15 +180,21 @@ def _choice(name: str, value, options) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} {value}: unknown; choose one of {', '.join(options)}")
 
 
+def range_text(lo=None, hi=None, lo_open=False, hi_open=False) -> str:
+    """An interval as text: ``(0, 1)``, ``[1, 50]``, ``>= 0``."""
+    if lo is not None and hi is not None:
+        return ("(" if lo_open else "[") + f"{lo}, {hi}" + (")" if hi_open else "]")
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    return f"{'<' if hi_open else '<='} {hi}"
+
+
 def _range(name: str, value, lo=None, hi=None, lo_open=False, hi_open=False) -> None:
-    flag = f"--{name.replace('_', '-')}"
     bad = (lo is not None and (value <= lo if lo_open else value < lo)) or \
           (hi is not None and (value >= hi if hi_open else value > hi))
     if bad:
-        lo_s = "" if lo is None else ("(" if lo_open else "[") + f"{lo}"
-        hi_s = "" if hi is None else f"{hi}" + (")" if hi_open else "]")
-        rng = f"{lo_s}, {hi_s}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
-        raise ConfigError(f"{flag} {value}: must be in {rng}")
+        where = ("in " if lo is not None and hi is not None else "") + range_text(lo, hi, lo_open, hi_open)
+        raise ConfigError(f"--{name.replace('_', '-')} {value}: must be {where}")
 
 
 def validate(cfg: RunConfig) -> None:
