@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -48,39 +49,68 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
             i = mb.index
             s.point_at(mb)
             t0 = time.perf_counter() - state.elapsed
+            split = dict.fromkeys(SPLIT, 0.0)                              # this process's time, by kind
             for epoch in range(state.epoch, cfg.epochs):                   # learn on M_i
                 faults.point("epoch", i, epoch)
-                stats = trainer.train_epoch(s.train, (i - 1) * cfg.epochs + epoch, epoch)
+                with timed(split, "train"):
+                    stats = trainer.train_epoch(s.train, (i - 1) * cfg.epochs + epoch, epoch)
                 check_finite(stats["loss"], i, epoch, cfg, out)
-                val = trainer.evaluate(s.val)
+                with timed(split, "evaluate"):
+                    val = trainer.evaluate(s.val)
                 if val["acc"] > state.best["val"]:                         # keep the best epoch
                     state.best = {"val": val["acc"], "train": stats["acc"], "epoch": epoch}
                     trainer.snapshot_best()
                 bar.step(mb=f"{i}/{t}", loss=f"{stats['loss']:.3f}", val=f"{val['acc']:.1f}")
                 if folder.epoch_due(epoch):
                     state.epoch, state.elapsed = epoch + 1, time.perf_counter() - t0
-                    folder.save(state, s.model, trainer.optimizer, trainer.best, device)
+                    with timed(split, "checkpoint"):
+                        folder.save(state, s.model, trainer.optimizer, trainer.best, device)
                 faults.point("epoch_end", i, epoch)
             trainer.restore_best()
-            record = measure(trainer, s, mb, state.best)                   # on the test set
+            with timed(split, "evaluate"):
+                record = measure(trainer, s, mb, state.best)               # on the test set
             if i < t:                                                      # unlearn before M_{i+1}
-                f = forget_(s.model, cfg, i, trainer.optimizer, s.importance, s.init_state)
+                with timed(split, "unlearn"):
+                    f = forget_(s.model, cfg, i, trainer.optimizer, s.importance, s.init_state)
                 record["reset"], record["forget_seconds"] = f["reset"], f["seconds"]
             record["seconds"] = time.perf_counter() - t0
+            record["split_seconds"] = split
             state.records.append(record)
-            folder.progress(state.records)
+            with timed(split, "checkpoint"):
+                folder.progress(state.records)
             bar.line(f"[{name}] mega-batch {i}/{t}: train {len(mb.train)}  val {record['val_acc']:.2f}  "
                      f"test {record['test_acc']:.2f}  errors {record['test_errors']}  "
                      f"gap {record['gen_gap']:.2f}  {record['seconds']:.1f}s")
             state = RunState(i + 1, 0, dict(NO_BEST), state.records, 0.0)
             if i < t:
-                folder.save(state, s.model, trainer.optimizer, None, device)
+                with timed(split, "checkpoint"):
+                    folder.save(state, s.model, trainer.optimizer, None, device)
     except BaseException:
         folder.abort()
         raise
     finally:
         bar.close()
     return folder.finish(results(cfg, device, s, state.records))
+
+
+SPLIT = ("train", "evaluate", "unlearn", "checkpoint")
+
+
+@contextmanager
+def timed(split: dict, kind: str):
+    """Add the wall time of the block to ``split[kind]``."""
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        split[kind] += time.perf_counter() - t
+
+
+def time_split(records: list[dict]) -> dict:
+    """Seconds spent training, evaluating (validation, test, train accuracy), unlearning and writing
+    checkpoints, summed over mega-batches. A mega-batch resumed after a kill counts only the time of the
+    process that finished it (its ``seconds`` include the time before the kill)."""
+    return {k: sum(r.get("split_seconds", {}).get(k, 0.0) for r in records) for k in SPLIT}
 
 
 def measure(trainer: Trainer, s, mb, best: dict) -> dict:
@@ -108,7 +138,7 @@ def results(cfg, device: torch.device, s, records: list[dict]) -> dict:
             "precision": "fp32" if amp is None else "bf16",
             "dataset": {"name": ds.name, "layout": ds.layout, "train": len(ds.train), "test": len(ds.test),
                         "classes": ds.num_classes, "image_shape": list(ds.image_shape), "skipped": ds.skipped},
-            "megabatches": records, "summary": summarize(records)}
+            "megabatches": records, "summary": summarize(records), "split_seconds": time_split(records)}
 
 
 def device_name(device: torch.device) -> str:

@@ -30,6 +30,14 @@ def test_run_writes_results_json(tmp_path, capsys):
     assert s["test_acc"] == mbs[-1]["test_acc"]
     assert not [f for f in os.listdir(out) if f.startswith("ckpt-")]  # finished runs keep no checkpoints
     assert "test accuracy" in capsys.readouterr().out
+    # where the time went: training, evaluation, unlearning (after mega-batch 1 only), checkpoints
+    kinds = ("train", "evaluate", "unlearn", "checkpoint")
+    assert [set(m["split_seconds"]) for m in mbs] == [set(kinds)] * 2
+    assert mbs[0]["split_seconds"]["unlearn"] > 0 and mbs[1]["split_seconds"]["unlearn"] == 0
+    assert all(m["split_seconds"]["train"] > 0 and m["split_seconds"]["evaluate"] > 0 for m in mbs)
+    # (the checkpoint written after a mega-batch's record is closed counts in the split, not in "seconds")
+    assert all(sum(m["split_seconds"][k] for k in kinds[:3]) <= m["seconds"] for m in mbs)
+    assert res["split_seconds"] == {k: sum(m["split_seconds"][k] for m in mbs) for k in kinds}
 
 
 def test_compare_writes_table_plot_and_per_method_results(tmp_path, capsys):
@@ -144,6 +152,7 @@ def test_ffcv_streams_an_imagefolder_without_decoding_it_and_matches_memory(tmp_
         assert r.pop("loader") == r["config"].pop("loader") == out.replace("again", "ffcv")
         r["megabatches"] = [{k: v for k, v in m.items() if "seconds" not in k} for m in r["megabatches"]]
         r["summary"].pop("seconds")
+        r.pop("split_seconds")
         return r
 
     memory = results("memory")
