@@ -102,7 +102,7 @@ class RunFolder:
             time.perf_counter() - self.ckpts.last_save >= self.cfg.checkpoint_interval
 
     def save(self, state: RunState, model, optimizer, best_model: list | None, device) -> None:
-        self.ckpts.save({"version": 1, "config": self.cfg.to_dict(), "megabatch": state.megabatch,
+        self.ckpts.save({"version": 2, "config": self.cfg.to_dict(), "megabatch": state.megabatch,
                          "epoch": state.epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_state": best_model, "best": dict(state.best), "results": state.records,
                          "mb_elapsed": state.elapsed, "rng": rng_state(device)},
@@ -138,7 +138,12 @@ def restore(ckpt: dict, model, optimizer, best_model: list, device) -> RunState:
 
 
 def rng_state(device: torch.device) -> dict:
-    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG a run draws from, in plain types and tensors (a checkpoint holds no pickled object):
+    NumPy's legacy global state as its name, key (a tensor), position and cached Gaussian."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    s = {"python": random.getstate(), "torch": torch.get_rng_state(),
+         "numpy": {"name": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if device.type == "cuda":  # a CPU run on a GPU machine starts no CUDA context
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -146,7 +151,11 @@ def rng_state(device: torch.device) -> dict:
 
 def set_rng_state(s: dict, device: torch.device) -> None:
     random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    n = s["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["name"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:  # a checkpoint of an earlier release: NumPy's own tuple
+        np.random.set_state(n)
     torch.set_rng_state(s["torch"])
     if "cuda" in s and device.type == "cuda":
         torch.cuda.set_rng_state_all(s["cuda"])
