@@ -184,14 +184,59 @@ def read_digits() -> Dataset:
                    _split(images[test], d.target[test]), [str(c) for c in range(10)])
 
 
+def _cifar_globals() -> dict[tuple[str, str], object]:
+    """The only globals a CIFAR batch may name: NumPy's array, scalar and dtype constructors, under the names
+    NumPy 1.x and 2.x pickle them by (the released files: ``numpy.core.multiarray._reconstruct``,
+    ``numpy.ndarray``, ``numpy.dtype``; a re-pickled copy: ``_frombuffer``, ``scalar`` for NumPy integer
+    labels, and ``_codecs.encode`` for bytes at protocol 2). Each builds data and nothing else."""
+    import codecs
+
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]
+    frombuffer = np.ndarray.__reduce_ex__(np.zeros(1), 5)[0]
+    scalar = np.int64(0).__reduce__()[0]
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): codecs.encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = scalar
+        allowed[(f"{core}.numeric", "_frombuffer")] = frombuffer
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what CIFAR's python batches hold (dicts, lists, strings, bytes, numbers and
+    NumPy arrays): any other global is refused before it is looked up, so nothing in the file runs."""
+
+    def __init__(self, f, path: str):
+        super().__init__(f, encoding="latin1")
+        self.path, self.allowed = path, _cifar_globals()
+
+    def find_class(self, module: str, name: str):
+        found = self.allowed.get((module, name))
+        if found is None:
+            raise DataError(f"{self.path}: holds a pickled {module}.{name}, which no CIFAR batch does; refused "
+                            "without running it: download the dataset again from its source")
+        return found
+
+    def persistent_load(self, pid):
+        raise DataError(f"{self.path}: holds a persistent reference, which no CIFAR batch does; refused: "
+                        "download the dataset again from its source")
+
+
 def _unpickle(path: str) -> dict:
+    """One file of a CIFAR python folder, read with :class:`_CifarUnpickler`; one DataError line if it is
+    missing, damaged, holds anything but what the released files hold, or is not a dict."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            d = _CifarUnpickler(f, path).load()
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: missing; the CIFAR folder is incomplete, download it again") from None
     except Exception as e:  # truncated or foreign file
         raise DataError(f"{path}: cannot be read ({type(e).__name__}); the CIFAR folder is damaged, download it again") from None
+    if not isinstance(d, dict):
+        raise DataError(f"{path}: holds a {type(d).__name__}, not a CIFAR batch (a dict); download the dataset again")
+    return d
 
 
 def _cifar_images(d: dict) -> np.ndarray:
