@@ -4,8 +4,9 @@
 The cache (default ``~/.cache/lure-fast/beton``, or ``$LURE_FAST_BETON_CACHE``, or ``cache_dir=``) names
 each file by a key of the dataset's name, layout and source, the split, the storage mode and the split's
 content: a SHA-256 of a decoded split's pixels and labels (about 0.1 s for CIFAR-10), or a file-backed
-split's fingerprint (its folder's real path, and every file's relative path, label, size and mtime, and the
-image size: ``sources._fingerprint``). A cached file that fails its check is rewritten, with a warning; one
+split's fingerprint (its folder's real path, and every file's relative path, label, size, mtime, inode and
+ctime, and the image size: ``sources._fingerprint``), so an image edited, replaced or touched since, even
+with its mtime set back, gives another key and the file is written again. A cached file that fails its check is rewritten, with a warning; one
 writer per file on a machine, the others wait for it and reuse its file.
 """
 from __future__ import annotations

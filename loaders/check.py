@@ -19,7 +19,7 @@ from .ffcv_adapter import require_ffcv
 from .fields import CHECKSUM_SUFFIX, FFCV_MODE, FIELDS, FILES_SUFFIX, sidecar
 from .sources import FileSplit, SplitLike
 
-_DIGESTS: dict[tuple, str] = {}  # (realpath, device, inode, size, mtime_ns) -> SHA-256 hex
+_DIGESTS: dict[tuple, str] = {}  # (realpath, device, inode, size, mtime_ns, ctime_ns) -> SHA-256 hex
 
 
 def check_beton(path: str | os.PathLike, expect: SplitLike | None = None, storage: str | None = None,
@@ -39,10 +39,11 @@ def check_beton(path: str | os.PathLike, expect: SplitLike | None = None, storag
 
 
 def file_sha256(path: str | os.PathLike, known: str | None = None) -> str:
-    """SHA-256 hex of every byte of ``path``, memoised per process by (path, device, inode, size, mtime):
-    a process that reuses a file many times reads it once. ``known``: record that digest without reading."""
+    """SHA-256 hex of every byte of ``path``, memoised per process by (path, device, inode, size, mtime,
+    ctime): a process that reuses a file many times reads it once, and a file rewritten in place with its
+    mtime set back is read again (its ctime moved). ``known``: record that digest without reading."""
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if known is not None:
         _DIGESTS[key] = known
     if key not in _DIGESTS:

@@ -341,17 +341,21 @@ def _decode_chunk(args) -> tuple[np.ndarray, np.ndarray, tuple | None]:
 
 
 def _fingerprint(tag: str, size: int | None, samples: list[tuple[str, int]], root: str) -> str:
-    """Key of a file-backed split (its decoded .npz, and its .beton): the real path of ``root`` (the split's folder), and each file's path
-    relative to it, label, size and mtime; so every spelling of one folder (relative, ``..``, a symlink)
-    gives one key. A file that cannot be stat-ed (a dangling link, deleted since listing) counts as missing."""
+    """Key of a file-backed split (its decoded .npz, and its .beton): the real path of ``root`` (the split's
+    folder), and each file's path relative to it, label, size, mtime, and its inode and ctime, so every
+    spelling of one folder (relative, ``..``, a symlink) gives one key and any change to a file changes it:
+    an edit, a touch, or a replacement of the same size whose mtime was set back (``cp -p``, ``os.utime``)
+    all change the ctime (which no user can set) or the inode. A file that cannot be stat-ed (a dangling
+    link, deleted since listing) counts as missing. Nothing is read: an ImageNet-sized folder is keyed in
+    seconds (docs/safety.md)."""
     real = os.path.realpath(root)
-    h = hashlib.sha256(f"{tag} v2 {size} {real}".encode())
+    h = hashlib.sha256(f"{tag} v3 {size} {real}".encode())
     prefix = os.path.join(root, "")
     for path, label in samples:
         rel = path[len(prefix):] if path.startswith(prefix) else os.path.realpath(path)
         try:
             st = os.stat(path)
-            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}"
         except OSError:  # decode_image skips it too
             stamp = "missing"
         h.update(f"{rel}\0{label}\0{stamp}\n".encode())
