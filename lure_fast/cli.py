@@ -124,9 +124,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .report import curves, summary, table
-    from .rundir import prepare_out, write_json
-    from .run import run
+    from .rundir import prepare_out
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         C._choice("method", m, METHODS)
@@ -139,14 +137,25 @@ def cmd_compare(args) -> int:
         if not args.seeds or len(set(args.seeds)) != len(args.seeds):
             raise C.ConfigError(f"--seeds {','.join(map(str, args.seeds))}: give distinct seeds, e.g. --seeds 0,1,2")
     seeds = args.seeds or [C.resolve(base).seed]
-    runs = [(m, s) for m in methods for s in seeds]
-    cfgs = {(m, s): C.resolve({**base, "method": m, "seed": s}) for m, s in runs}  # validate all before any compute
+    # every run's settings validated before any compute
+    cfgs = {(m, s): C.resolve({**base, "method": m, "seed": s}) for m in methods for s in seeds}
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
     if args.threads is not None and args.threads < 1:
         raise C.ConfigError(f"--threads {args.threads}: must be at least 1")
     out = args.out or default_out("compare")
-    prepare_out(out, args.resume, args.overwrite)
+    lock = prepare_out(out, args.resume, args.overwrite)  # one compare per folder; each run locks its own
+    try:
+        return _compare(args, out, methods, seeds, cfgs)
+    finally:
+        lock.release()
+
+
+def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -> int:
+    from .report import curves, summary, table
+    from .rundir import run_entries, write_json
+    from .run import run
+    runs = list(cfgs)
 
     def folder(m, s):  # one seed: DIR/<method>; several: DIR/<method>/seed-<s>
         return os.path.join(out, m) if len(seeds) == 1 else os.path.join(out, m, f"seed-{s}")
@@ -155,8 +164,7 @@ def cmd_compare(args) -> int:
         return m if len(seeds) == 1 else f"{m} seed {s}"
 
     def resume_of(key):  # a run killed before its first checkpoint starts afresh
-        f = folder(*key)
-        return args.resume and os.path.isdir(f) and bool(os.listdir(f))
+        return args.resume and bool(run_entries(folder(*key)))
 
     t0 = time.perf_counter()
     if args.jobs == 1:
@@ -206,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .checkpoint import RunError
     from .loaders import DataError
+    from .rundir import FolderLock
     try:
         return args.func(args)
     except (C.ConfigError, DataError, RunError) as e:
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lure-fast: interrupted; continue with the same command and --resume", file=sys.stderr)
         return 130
+    finally:  # a run that failed before its loop began still holds its folder's lock
+        FolderLock.release_all()
 
 
 
