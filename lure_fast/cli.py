@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -19,11 +20,30 @@ def _csv_ints(s: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {s!r}") from None
 
 
+def _finite(s: str) -> float:
+    """A float flag's value: a number, and a finite one (``nan`` passes every range check, ``inf`` most)."""
+    try:
+        x = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {s!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {s!r}")
+    return x
+
+
+MAX_THREADS = 4096
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: line breaks (from a value given on the command line, say) shown as ``\\n``."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``lure-fast: error: <what>; see lure-fast <command> --help``, exit 2."""
 
     def error(self, message: str):
-        print(f"lure-fast: error: {message}; see {self.prog} --help", file=sys.stderr)
+        print(f"lure-fast: error: {one_line(message)}; see {self.prog} --help", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -32,7 +52,7 @@ def _flag_type(f):
     kind = str(f.type)
     if "tuple" in kind:
         return _csv_ints
-    for name, t in (("int", int), ("float", float)):
+    for name, t in (("int", int), ("float", _finite)):
         if kind.startswith(name):
             return t
     return str
@@ -58,7 +78,7 @@ def _metavar(f) -> str:
     choices = f.metadata["choices"]
     if choices is not None:
         return "{" + ",".join(choices) + "}"
-    return {int: "N", float: "X", _csv_ints: "N,N"}.get(_flag_type(f), "VALUE" if f.name != "data" else "PATH")
+    return {int: "N", _finite: "X", _csv_ints: "N,N"}.get(_flag_type(f), "VALUE" if f.name != "data" else "PATH")
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -80,11 +100,17 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, cores/J)")
 
 
+def check_threads(n: int | None) -> None:
+    if n is not None and n < 1:
+        raise C.ConfigError(f"--threads {n}: must be at least 1")
+    if n is not None and n > MAX_THREADS:
+        raise C.ConfigError(f"--threads {n}: must be at most {MAX_THREADS}")
+
+
 def set_threads(n: int | None) -> None:
     import torch
+    check_threads(n)
     if n is not None:
-        if n < 1:
-            raise C.ConfigError(f"--threads {n}: must be at least 1")
         torch.set_num_threads(n)
 
 
@@ -141,8 +167,7 @@ def cmd_compare(args) -> int:
     cfgs = {(m, s): C.resolve({**base, "method": m, "seed": s}) for m in methods for s in seeds}
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
-    if args.threads is not None and args.threads < 1:
-        raise C.ConfigError(f"--threads {args.threads}: must be at least 1")
+    check_threads(args.threads)
     out = args.out or default_out("compare")
     lock = prepare_out(out, args.resume, args.overwrite)  # one compare per folder; each run locks its own
     try:
@@ -218,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (C.ConfigError, DataError, RunError) as e:
-        print(f"lure-fast: error: {e}", file=sys.stderr)
+        print(f"lure-fast: error: {one_line(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lure-fast: interrupted; continue with the same command and --resume", file=sys.stderr)

@@ -40,6 +40,16 @@ def autocast_dtype(cfg, device: torch.device):
     return None
 
 
+def single_image_batch(batches: int, batch_size: int):
+    """The error for a training batch of one image, which BatchNorm cannot train on where the network's
+    last stage is 1x1 (small images): one line naming the fix."""
+    from .checkpoint import RunError
+
+    return RunError(f"a training batch holds a single image (the last of {batches} batches of {batch_size}), "
+                    "and BatchNorm cannot train on one image this small; pick a --batch-size that leaves no "
+                    "image alone")
+
+
 class Trainer:
     """Owns the model's optimisation: ``train_epoch``, ``evaluate`` and the best-model snapshot."""
 
@@ -102,7 +112,12 @@ class Trainer:
             if warm:
                 self._set_lr(self.lr_at(epoch, (b + 1) / steps))
             with self._autocast():
-                out = self.forward(x, self.cfg.batch_size)
+                try:
+                    out = self.forward(x, self.cfg.batch_size)
+                except ValueError as e:  # BatchNorm in training mode, one image whose last stage is 1x1
+                    if x.shape[0] == 1 and "more than 1 value per channel" in str(e):
+                        raise single_image_batch(len(loader), self.cfg.batch_size) from None
+                    raise
                 loss = F.cross_entropy(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
