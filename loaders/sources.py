@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .space import require_space
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 LAYOUTS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -417,11 +418,15 @@ def decode_samples(samples: list[tuple[str, int]], size: int | None, where: str,
     _warn_skipped(where, skipped, first_bad)
     if cached is not None:
         tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp.npz")
+        need = images.nbytes + labels.nbytes + kept.nbytes + (1 << 16)
         try:
+            require_space(cached.parent, need, f"caching the decoded images of {where}")
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.savez(tmp, images=images, labels=labels, kept=kept, first_bad=first_bad)
             os.replace(tmp, cached)
-        except OSError as e:  # the cache only saves time: go on without it
+        except DataError as e:  # the cache only saves time: go on without it
+            warnings.warn(f"{e}; the images are not cached, the next run decodes them again", stacklevel=3)
+        except OSError as e:
             warnings.warn(f"could not cache the decoded images in {cached.parent} ({e.strerror}); "
                           "the next run decodes them again", stacklevel=3)
             tmp.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from .ffcv_adapter import require_ffcv, write_indexed
 from .fields import (CHECKSUM_SUFFIX, FILES_SUFFIX, STATS_SUFFIX, check_storage, ffcv_fields, sample, sidecar,
                      temporary)
 from .sources import FileSplit, Split, SplitLike, decode_image, size_mismatch
+from .space import require_space
 
 
 def write_beton(split: SplitLike, path: str | os.PathLike, storage: str = "raw", jpeg_quality: int = 90,
@@ -51,6 +52,8 @@ def write_beton(split: SplitLike, path: str | os.PathLike, storage: str = "raw",
         raise DataError(f"JPEG quality must be in 1..100, got {jpeg_quality}")
     path = Path(path)
     _remove_stale_temporaries(path)
+    require_space(path.parent, estimated_size(split, storage, jpeg_quality), f"{path}: writing it",
+                  "free some space or pass another cache_dir (LURE_FAST_BETON_CACHE)")
     tmp = temporary(path)
     sidecars = [sidecar(tmp, suffix) for suffix in (FILES_SUFFIX, CHECKSUM_SUFFIX)]
 
@@ -80,6 +83,35 @@ def write_beton(split: SplitLike, path: str | os.PathLike, storage: str = "raw",
         for t in (tmp, *sidecars):
             t.unlink(missing_ok=True)
     return str(path)
+
+
+SAMPLE_OVERHEAD = 256  # bytes per sample beside its pixels: FFCV's metadata row and allocation table entry
+
+
+def estimated_size(split: SplitLike, storage: str = "raw", jpeg_quality: int = 90) -> int:
+    """Bytes a ``.beton`` of ``split`` will take, at most (raw: three channels of every pixel of every listed
+    sample) or about (jpg: up to 8 of its images encoded at ``jpeg_quality``, times 1.5 for the rest). FFCV
+    grows its file through a memory map, where a full disk is a crash (SIGBUS), not an error: hence asking first."""
+    n = split.listed
+    h, w, _ = split.sample_shape
+    per_sample = h * w * 3
+    if storage == "jpg" and n:
+        import io
+
+        from PIL import Image
+
+        picks = np.unique(np.linspace(0, len(split) - 1, min(8, len(split))).astype(int))
+        sizes = []
+        for i in picks:
+            try:
+                image = split.image(int(i))
+            except DataError:  # an unreadable file: the writer leaves it out
+                continue
+            buf = io.BytesIO()
+            Image.fromarray(image if image.shape[2] == 3 else image[..., 0]).save(buf, "JPEG", quality=jpeg_quality)
+            sizes.append(buf.tell())
+        per_sample = int(1.5 * max(sizes)) if sizes else per_sample
+    return n * (per_sample + SAMPLE_OVERHEAD) + (1 << 20)
 
 
 class _Samples:

@@ -183,3 +183,57 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_the_older_ones_are_kept(
     assert "\n" not in msg and re.search(r"needs 39\.\d KiB in .* but 100 B is free there", msg) and "--resume" in msg
     assert os.listdir(tmp_path) == ["ckpt-0001-0000.pt"]  # nothing half-written, the older one intact
     assert (tmp_path / "ckpt-0001-0000.pt").read_bytes() == kept
+
+
+# --- the free space, before the loaders' large writes (loaders/space.py) -------------------------------------
+
+def little_room(monkeypatch, free=100):
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 ** 12, 10 ** 12 - free, free))
+
+
+def test_a_beton_that_does_not_fit_is_one_line_before_anything_is_written(tmp_path, monkeypatch):
+    pytest.importorskip("ffcv")
+    from lure_fast.loaders import DataError, beton_for, load_dataset
+    from lure_fast.loaders.write import estimated_size
+
+    ds = load_dataset("digits")
+    need = estimated_size(ds.train)
+    assert need >= len(ds.train) * 8 * 8 * 3
+    little_room(monkeypatch)
+    with pytest.raises(DataError) as e:
+        beton_for(ds, "train", cache_dir=tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and re.search(r"\.beton: writing it: needs [\d.]+ [KM]iB in .* but 100 B is free there", msg)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # no partial file
+    monkeypatch.undo()
+    assert beton_for(ds, "train", cache_dir=tmp_path)  # with room, the same call writes it
+
+
+def test_a_jpeg_beton_is_sized_from_its_images(tmp_path):
+    from lure_fast.loaders import load_dataset
+    from lure_fast.loaders.write import SAMPLE_OVERHEAD, estimated_size
+
+    ds = load_dataset("digits")
+    raw, jpg = estimated_size(ds.train, "raw"), estimated_size(ds.train, "jpg", 90)
+    assert raw == len(ds.train) * (8 * 8 * 3 + SAMPLE_OVERHEAD) + (1 << 20)
+    assert jpg > len(ds.train) * (100 + SAMPLE_OVERHEAD)  # a JPEG has a few hundred bytes of headers
+
+
+def test_a_decoded_cache_that_does_not_fit_is_skipped_with_one_warning(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from lure_fast.loaders.sources import read_imagefolder
+
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / "data" / split / c / f"{i}.png")
+    little_room(monkeypatch)
+    with pytest.warns(UserWarning) as w:
+        images = read_imagefolder(str(tmp_path / "data"), cache_dir=tmp_path / "cache").train.images
+    assert len(images) == 4
+    msg = str(w[0].message)
+    assert "\n" not in msg and "caching the decoded images of" in msg and "but 100 B is free there" in msg
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
