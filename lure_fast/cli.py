@@ -177,6 +177,7 @@ def cmd_compare(args) -> int:
 
 
 def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -> int:
+    from .checkpoint import atomic_write
     from .report import curves, summary, table
     from .rundir import run_entries, write_json
     from .run import run
@@ -209,8 +210,7 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
     groups = {m: [results[(m, s)] for s in seeds] for m in methods}
     md = table(groups) + (f"\nWall time {wall:.1f} s for {len(runs)} runs ({args.jobs} at a time): "
                           f"{images / wall:,.0f} training images/s in aggregate.\n")
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(md)
+    atomic_write(os.path.join(out, "table.md"), md.encode())  # a full disk: one line, no half table
     write_json(os.path.join(out, "summary.json"), {"seeds": seeds, "wall_seconds": wall, "jobs": args.jobs,
                                                    "training_images": images, "methods": summary(groups)})
     curves(groups, os.path.join(out, "curves.png"))
