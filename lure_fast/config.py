@@ -17,6 +17,7 @@ IMPORTANCES = ("snip", "fim", "magnitude", "random")
 SCOPES = ("paper", "code")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 GROUPS = ("data and stream", "method", "model and training", "execution")
+PROFILES = ("paper", "authors")
 
 
 class ConfigError(ValueError):
@@ -43,6 +44,24 @@ PRESETS: dict[str, dict] = {
     "tiny": {"megabatches": 2, "megabatch_size": 100, "epochs": 2, "batch_size": 32, "width": 8,
              "eval_batch_size": 256},
 }
+
+
+# what --profile authors sets where no flag says otherwise: the published code's behaviour (SPEC §8), for every
+# method, then per method (its warm-start script trains BL at a constant rate: ALMA.py rebuilds its scheduler
+# with gamma=1, while LURE_main.py is run with --gamma 0.1)
+AUTHORS = {"reinit_scope": "code", "importance_batches": "code", "importance_data": "code", "sp_lambda": 0.3,
+           "val_augment": True, "cold_momentum": "keep", "buffer_size": 182}
+AUTHORS_BY_METHOD = {"bl": {"lr_gamma": 1.0}}
+# behaviours of the published code that --profile authors does not reproduce yet (printed with the profile)
+AUTHORS_MISSING = ("the validation pool starting at training image 45,000", "buffer replay's draws with repeats",
+                   "the code's VGG16-BN")
+
+
+def profile_settings(profile: str, method: str) -> dict:
+    """The settings ``--profile`` changes for ``method`` (nothing for ``paper``)."""
+    if profile != "authors":
+        return {}
+    return {**AUTHORS, **AUTHORS_BY_METHOD.get(method, {})}
 
 
 def setting(default, help: str, group: str, *, choices=None, lo=None, hi=None, lo_open=False, hi_open=False,
@@ -88,9 +107,16 @@ class RunConfig:
     importance_batch_size: int = setting(100, "batch size of the importance pass", M, lo=1)
     importance_batches: str = setting("paper", "paper = all of pi, gradients summed; code = the first batch only, "
                                                "|grad| summed", M, choices=SCOPES)
+    importance_data: str = setting("paper", "the images of pi: paper = a fraction of the mega-batch just learnt, "
+                                            "un-augmented; code = the first 128 of the next mega-batch's training "
+                                            "list, augmented (as the authors' code)", M, choices=SCOPES)
     sp_lambda: float = setting(0.4, "shrink factor of S&P (the authors' code: 0.3)", M, lo=0, hi=1, paper=0.4)
     sp_sigma: float = setting(0.001, "noise scale of S&P", M, lo=0, paper=0.001)
     reset_momentum: bool = setting(False, "zero SGD momentum between mega-batches (the authors' code keeps it)", M)
+    cold_momentum: str = setting("reset", "cold start: reset = zero SGD momentum with the weights (a true restart); "
+                                          "keep = keep it (the authors' code)", M, choices=("reset", "keep"))
+    profile: str = setting("paper", "paper = the paper's text; authors = the published code's behaviour, per "
+                                    "method (BL at a constant learning rate; docs/protocol.md)", M, choices=PROFILES)
     # model and optimisation (SPEC §2)
     arch: str = setting("resnet18", "network", T, choices=ARCHS, paper="resnet18 (CIFAR)")
     width: int = setting(64, "channel width (64 = the standard network)", T, lo=1, paper=64)
@@ -109,6 +135,8 @@ class RunConfig:
     momentum: float = setting(0.9, "SGD momentum", T, lo=0, hi=1, hi_open=True, paper=0.9)
     weight_decay: float = setting(1e-4, "SGD weight decay", T, lo=0, paper=1e-4)
     augment: bool = setting(True, "random flips and pad-4 crops while training", T, paper=True)
+    val_augment: bool = setting(False, "augment the validation images that pick the best epoch (the authors' "
+                                       "code does)", T)
     # execution
     seed: int = setting(0, "seed of the stream, the initial weights and every draw", X)
     device: str = setting("auto", "auto (CUDA when present) | cpu | cuda", X, choices=("auto", "cpu", "cuda"))
@@ -171,7 +199,11 @@ def resolve(explicit: dict) -> RunConfig:
     unknown = set(explicit) - names
     if unknown:
         raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    values = {**PRESETS[preset], **explicit, "preset": preset}
+    profile = explicit.get("profile", "paper")
+    if profile not in PROFILES:
+        raise ConfigError(f"--profile {profile}: unknown; choose one of {', '.join(PROFILES)}")
+    method = explicit.get("method", PRESETS[preset].get("method", RunConfig.method))
+    values = {**PRESETS[preset], **profile_settings(profile, method), **explicit, "preset": preset}
     if isinstance(values.get("lr_milestones"), list):
         values["lr_milestones"] = tuple(values["lr_milestones"])
     cfg = RunConfig(**values)

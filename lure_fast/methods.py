@@ -129,19 +129,25 @@ def later_layer_forget(model: nn.Module, step: Step) -> int:
     return n
 
 
-@register("fc", "FC reset")
+@register("fc", "FC reset", ("reinit_scope",))
 def classifier_reset(model: nn.Module, step: Step) -> int:
-    """Re-initialise the classifier (the last linear layer)."""
+    """Re-initialise the classifier (the last linear layer). Under ``--reinit-scope code``, as the authors'
+    code: the modules whose name contains ``linear``, which no model here has (a no-op, as published)."""
+    if step.cfg.reinit_scope == "code":
+        named = [m for n, m in model.named_modules() if "linear" in n and isinstance(m, nn.Linear)]
+        return _reset_modules(named, step.seed, _device(model))
     return _reset_modules([classifier(model)], step.seed, _device(model))
 
 
-@register("cold", "Cold start")
+@register("cold", "Cold start", ("cold_momentum",))
 def cold_start(model: nn.Module, step: Step) -> int:
-    """Back to the initial weights, and zero momentum: a true restart."""
+    """Back to the initial weights, and zero momentum: a true restart (``--cold-momentum keep``: the
+    momentum stays, as in the authors' code)."""
     with torch.no_grad():
         for t, t0 in zip(model.state_dict().values(), step.init_state):
             t.copy_(t0)
-    reset_momentum_(step.optimizer)
+    if step.cfg.cold_momentum == "reset":
+        reset_momentum_(step.optimizer)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -27,12 +27,18 @@ class Setup:
     val: object
     test: object
     importance: object
+    clean: object             # un-augmented passes over training images (the gap's train accuracy)
 
     def point_at(self, mb: MegaBatch) -> None:
         """Point the train, validation and importance loaders at mega-batch ``mb``'s samples."""
         self.train.set_indices(mb.train)
         self.val.set_indices(mb.val)
         self.importance.set_indices(mb.importance)
+
+    def point_importance_at_next(self, mb: MegaBatch) -> None:
+        """``--importance-data code``: pi is the first 128 images of the next mega-batch's training list
+        (replay included, so under full replay those of M_1), as the authors' code takes them."""
+        self.importance.set_indices(self.stream.megabatches[mb.index].train[:128])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -68,6 +74,9 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     loader_name, note = choose_loader(cfg, dataset, device)
     if note and notes:
         print(f"lure-fast: note: {note}", file=sys.stderr)
+    if cfg.profile == "authors" and notes:
+        print(f"lure-fast: note: --profile authors does not reproduce yet: {'; '.join(C.AUTHORS_MISSING)}",
+              file=sys.stderr)
     # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
     # found by decoding, can only make the training set smaller)
     build_stream(cfg, dataset, dataset.train.listed)
@@ -83,12 +92,16 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     init_state = [t.clone().to(device) for t in model.state_dict().values()] if cfg.method == "cold" else None
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     first = stream[0]
+    val = backend.loader("train", first.val, cfg.eval_batch_size, augment=cfg.val_augment, seed=cfg.seed)
     return Setup(dataset, loader_name, stream, model, init_state,
                  train=backend.loader("train", first.train, cfg.batch_size, augment=cfg.augment, shuffle=True,
                                       seed=cfg.seed),
-                 val=backend.loader("train", first.val, cfg.eval_batch_size, seed=cfg.seed),
+                 val=val,
                  test=backend.loader("test", np.arange(len(dataset.test)), cfg.eval_batch_size, seed=cfg.seed),
-                 importance=backend.loader("train", first.importance, cfg.importance_batch_size, seed=cfg.seed))
+                 importance=backend.loader("train", first.importance, cfg.importance_batch_size,
+                                           augment=cfg.importance_data == "code", seed=cfg.seed),
+                 clean=backend.loader("train", first.train, cfg.eval_batch_size, seed=cfg.seed)
+                 if cfg.val_augment else val)
 
 
 def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:

@@ -43,6 +43,11 @@ def summary(results) -> dict:
     return out
 
 
+def profile_text(cfg: dict) -> str:
+    """``, profile authors`` for a run under a profile other than the paper's."""
+    return f", profile {cfg['profile']}" if cfg.get("profile", "paper") != "paper" else ""
+
+
 def table(results) -> str:
     """Markdown table: one row per method, the paper's columns plus ECE and wall time; over several seeds,
     mean ± sample std of each measure (time: mean per run). ``results``: ``{method: result}`` or
@@ -55,7 +60,7 @@ def table(results) -> str:
         f"mean ± std over seeds {', '.join(map(str, seeds))}"
     lines = [f"{ds.get('name', cfg.get('dataset'))}, {cfg['arch']} (width {cfg['width']}), "
              f"{cfg['megabatches']} mega-batches, {cfg['replay']} replay, {cfg['epochs']} epochs, "
-             f"{seed_text}, {first.get('device', '')}", "",
+             f"{seed_text}{profile_text(cfg)}, {first.get('device', '')}", "",
              "| Method | Test Acc (↑) | CER (↓) | Gen. Gap (↓) | ECE % (↓) | Time (s) |",
              "|---|---:|---:|---:|---:|---:|"]
     for rs in groups.values():

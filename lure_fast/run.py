@@ -70,6 +70,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
             with timed(split, "evaluate"):
                 record = measure(trainer, s, mb, state.best)               # on the test set
             if i < t:                                                      # unlearn before M_{i+1}
+                if cfg.importance_data == "code":
+                    s.point_importance_at_next(mb)
                 with timed(split, "unlearn"):
                     f = forget_(s.model, cfg, i, trainer.optimizer, s.importance, s.init_state)
                 record["reset"], record["forget_seconds"] = f["reset"], f["seconds"]
@@ -117,8 +119,8 @@ def measure(trainer: Trainer, s, mb, best: dict) -> dict:
     """The record of a learnt mega-batch: test accuracy, errors and ECE of the selected model, and its
     accuracy on its own (clean) training set for the generalisation gap."""
     test = trainer.evaluate(s.test)
-    s.val.set_indices(mb.train)
-    train_acc = trainer.evaluate(s.val)["acc"]
+    s.clean.set_indices(mb.train)
+    train_acc = trainer.evaluate(s.clean)["acc"]
     return {"index": mb.index, "train_size": len(mb.train), "val_size": len(mb.val),
             "train_acc": train_acc, "val_acc": best["val"], "test_acc": test["acc"],
             "test_errors": test["errors"], "gen_gap": train_acc - best["val"],

@@ -64,15 +64,17 @@ def probe(cfg: C.RunConfig, variants: list[tuple[str, dict]]) -> list[dict]:
 
     def accuracies():
         test = trainer.evaluate(s.test)["acc"]
-        s.val.set_indices(mb.train)
-        train = trainer.evaluate(s.val)["acc"]
-        s.val.set_indices(mb.val)
+        s.clean.set_indices(mb.train)
+        train = trainer.evaluate(s.clean)["acc"]
+        s.clean.set_indices(mb.val if s.clean is s.val else mb.train)
         return test, train
 
     model0, opt0 = copy.deepcopy(s.model.state_dict()), copy.deepcopy(trainer.optimizer.state_dict())
     theta0 = torch.cat([p.detach().flatten().float() for p in s.model.parameters()])
     test0, train0 = accuracies()
     rows = [{"variant": "trained (no forgetting)", "test_acc": test0, "train_acc": train0, "rel_change": 0.0}]
+    if cfg.importance_data == "code":
+        s.point_importance_at_next(mb)
     for method, kw in variants:
         s.model.load_state_dict(model0)
         trainer.optimizer.load_state_dict(opt0)

@@ -164,6 +164,7 @@ def test_small_preset_is_the_setting_of_the_published_small_table():
         assert sorted(seeds) == ["0", "1", "2"], method
         for seed, run in seeds.items():
             want = C.resolve({"preset": "small", "data": "x", "method": method, "seed": int(seed)}).to_dict()
-            got = run["config"]
+            # a setting added after the table was run counts at its default (which keeps the old behaviour)
+            got = {**{f.name: f.default for f in C.fields() if f.name not in run["config"]}, **run["config"]}
             assert {k: v for k, v in got.items() if k not in ignore} == \
                    {k: v for k, v in want.items() if k not in ignore}, (method, seed)
