@@ -50,11 +50,11 @@ PRESETS: dict[str, dict] = {
 # method, then per method (its warm-start script trains BL at a constant rate: ALMA.py rebuilds its scheduler
 # with gamma=1, while LURE_main.py is run with --gamma 0.1)
 AUTHORS = {"reinit_scope": "code", "importance_batches": "code", "importance_data": "code", "sp_lambda": 0.3,
-           "val_augment": True, "cold_momentum": "keep", "buffer_size": 182}
+           "val_augment": True, "cold_momentum": "keep", "buffer_size": 182, "val_pool": "code",
+           "buffer_draws": "code"}
 AUTHORS_BY_METHOD = {"bl": {"lr_gamma": 1.0}}
 # behaviours of the published code that --profile authors does not reproduce yet (printed with the profile)
-AUTHORS_MISSING = ("the validation pool starting at training image 45,000", "buffer replay's draws with repeats",
-                   "the code's VGG16-BN")
+AUTHORS_MISSING = ("the code's VGG16-BN",)
 
 
 def profile_settings(profile: str, method: str) -> dict:
@@ -92,6 +92,12 @@ class RunConfig:
     megabatch_size: int | None = setting(None, "samples per mega-batch (default: training set // t)", D, lo=10)
     buffer_size: int = setting(186, "buffer replay: train and validation samples kept per mega-batch (the authors' "
                                     "code: 182)", D, lo=0, paper=186)
+    val_pool: str = setting("paper", "where the validation pool starts: paper = right after the training pool; "
+                                     "code = at training sample 45,000 (90 % of the split), as the authors' code",
+                            D, choices=SCOPES)
+    buffer_draws: str = setting("paper", "buffer replay draws its samples from: paper = the new mega-batch; code = "
+                                         "the new mega-batch and the buffer, so repeats accumulate (the authors' "
+                                         "code)", D, choices=SCOPES)
     shuffle: bool | None = setting(None, "permute the training set with the seed before cutting mega-batches "
                                          "(default: natural order for torchvision's CIFAR folders, as SPEC §1 and "
                                          "the authors' code; permuted for ImageFolder trees and the digits)", D)

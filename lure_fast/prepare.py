@@ -131,7 +131,8 @@ def build_stream(cfg, dataset, n: int | None = None) -> Stream:
     size = cfg.megabatch_size or n // cfg.megabatches
     try:
         return make_stream(n, cfg.megabatches, size, cfg.replay, cfg.buffer_size,
-                           cfg.importance_fraction, cfg.seed, cfg.shuffled(dataset.layout))
+                           cfg.importance_fraction, cfg.seed, cfg.shuffled(dataset.layout), cfg.val_pool,
+                           cfg.buffer_draws)
     except ValueError as e:
         raise C.ConfigError(str(e)) from None
 

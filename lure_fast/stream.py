@@ -9,9 +9,14 @@ positions ``[(i-1)*n_train, i*n_train)`` and validation positions
 ``t*n_train + [(i-1)*n_val, i*n_val)``. For CIFAR-10 with t=8, size 6,250 this is exactly the
 code's [(i-1)*5625, i*5625) and [45000+(i-1)*625, 45000+i*625).
 
+``val_pool="code"`` (the authors' code, whatever the stream's size): the validation pool starts at
+position 45,000 (CIFAR's 50,000 less a tenth; for another training split, at 90 % of it), so the
+two layouts agree only when t * size is the whole split (8 x 6,250 on CIFAR-10).
+
 Replay modes: ``full`` (M_1 u ... u M_i), ``none`` (M_i), ``window`` (M_{i-1} u M_i), ``buffer``
 (M_i plus a buffer that, after every mega-batch, receives ``buffer_size`` random train and
-``buffer_size`` random validation samples of that mega-batch, as the code does).
+``buffer_size`` random validation samples of that mega-batch; ``buffer_draws="code"``: drawn instead
+from the mega-batch's whole lists, buffer included, as the authors' code does, so repeats accumulate).
 """
 from __future__ import annotations
 
@@ -53,9 +58,14 @@ def split_sizes(megabatch_size: int) -> tuple[int, int]:
     return megabatch_size - n_val, n_val
 
 
+def code_val_start(n_samples: int) -> int:
+    """Where the authors' code starts the validation pool: 45,000 on CIFAR (50,000 training images)."""
+    return n_samples - n_samples // 10
+
+
 def make_stream(n_samples: int, megabatches: int, megabatch_size: int, replay: str = "full",
                 buffer_size: int = 186, importance_fraction: float = 0.2, seed: int = 0,
-                shuffle: bool = True) -> Stream:
+                shuffle: bool = True, val_pool: str = "paper", buffer_draws: str = "paper") -> Stream:
     """Index sets of every mega-batch over a training split of ``n_samples`` samples.
 
     Deterministic for ``seed``: the permutation, the buffer draws and the importance subsets come from
@@ -74,7 +84,9 @@ def make_stream(n_samples: int, megabatches: int, megabatch_size: int, replay: s
     t = megabatches
     order = np.random.default_rng(seed).permutation(n_samples) if shuffle else np.arange(n_samples)
     own_train = [order[(i - 1) * n_train: i * n_train] for i in range(1, t + 1)]
-    own_val = [order[t * n_train + (i - 1) * n_val: t * n_train + i * n_val] for i in range(1, t + 1)]
+    # code: at 90 % of the split; t * size <= n_samples (checked above) keeps both pools inside and apart
+    start = t * n_train if val_pool == "paper" else code_val_start(n_samples)
+    own_val = [order[start + (i - 1) * n_val: start + i * n_val] for i in range(1, t + 1)]
 
     buf_train = np.empty(0, dtype=np.int64)
     buf_val = np.empty(0, dtype=np.int64)
@@ -95,6 +107,7 @@ def make_stream(n_samples: int, megabatches: int, megabatch_size: int, replay: s
         out.append(MegaBatch(i, train.astype(np.int64), val.astype(np.int64), importance.astype(np.int64),
                              nt.astype(np.int64), nv.astype(np.int64)))
         if replay == "buffer":
-            buf_train = np.concatenate([buf_train, rng.choice(nt, size=min(buffer_size, len(nt)), replace=False)])
-            buf_val = np.concatenate([buf_val, rng.choice(nv, size=min(buffer_size, len(nv)), replace=False)])
+            src_t, src_v = (nt, nv) if buffer_draws == "paper" else (train, val)  # code: buffer included
+            buf_train = np.concatenate([buf_train, rng.choice(src_t, size=min(buffer_size, len(src_t)), replace=False)])
+            buf_val = np.concatenate([buf_val, rng.choice(src_v, size=min(buffer_size, len(src_v)), replace=False)])
     return Stream(out, replay, megabatch_size, seed, {"n_train": n_train, "n_val": n_val})

@@ -138,6 +138,36 @@ def test_the_profile_names_what_it_does_not_reproduce(tmp_path, capsys):
     assert main(["run", "--profile", "authors", "--method", "bl", "--preset", "tiny", "--quiet", "--threads", "1",
                  "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert "--profile authors does not reproduce yet" in err and "45,000" in err
+    assert "--profile authors does not reproduce yet" in err and "VGG16-BN" in err
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["config"]["profile"] == "authors" and res["config"]["lr_gamma"] == 1.0
+
+
+def test_the_authors_validation_pool_starts_at_image_45000_whatever_the_stream():
+    from lure_fast.stream import make_stream
+    code = make_stream(50000, 4, 1000, "full", shuffle=False, val_pool="code")
+    paper = make_stream(50000, 4, 1000, "full", shuffle=False)
+    assert list(code[0].val[:2]) == [45000, 45001] and list(code[3].new_val[-1:]) == [45399]
+    assert list(paper[0].val[:2]) == [3600, 3601]
+    assert all(np.array_equal(a.train, b.train) for a, b in zip(code, paper))  # the training pool is the same
+    full_c, full_p = (make_stream(50000, 8, 6250, "full", shuffle=False, val_pool=v) for v in ("code", "paper"))
+    assert all(np.array_equal(a.val, b.val) for a, b in zip(full_c, full_p))  # they agree at 8 x 6,250
+
+
+def test_the_authors_buffer_draws_from_the_buffer_too_so_repeats_accumulate():
+    from lure_fast.stream import make_stream
+    code = make_stream(20000, 6, 2000, "buffer", buffer_size=182, seed=0, buffer_draws="code")
+    paper = make_stream(20000, 6, 2000, "buffer", buffer_size=182, seed=0)
+    for s in (code, paper):
+        assert [len(m.train) - len(m.new_train) for m in s] == [182 * k for k in range(6)]
+    assert all(len(np.unique(m.train)) == len(m.train) for m in paper)
+    last = code[-1]
+    assert len(np.unique(last.train)) < len(last.train)  # repeats
+    earlier = np.concatenate([m.new_train for m in code[:-1]])
+    assert np.isin(last.train[len(last.new_train):], earlier).all()
+
+
+def test_the_authors_profile_sets_the_stream_layout():
+    c = cfg("bl", replay="buffer")
+    assert (c.val_pool, c.buffer_draws) == ("code", "code")
+    assert (C.resolve({"data": "x"}).val_pool, C.resolve({"data": "x"}).buffer_draws) == ("paper", "paper")
