@@ -23,6 +23,7 @@ from . import faults
 from .checkpoint import RunError
 from .console import Progress
 from .methods import forget_
+from .modelfile import keep_model
 from .metrics import summarize
 from .prepare import prepare, resolve_device
 from .rundir import NO_BEST, RunFolder, RunState, restore
@@ -69,6 +70,8 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
             trainer.restore_best()
             with timed(split, "evaluate"):
                 record = measure(trainer, s, mb, state.best)               # on the test set
+            with timed(split, "checkpoint"):                               # the model file(s), modelfile.py
+                keep_model(out, cfg, s, "fp32" if trainer.amp is None else "bf16", i)
             if i < t:                                                      # unlearn before M_{i+1}
                 if cfg.importance_data == "code":
                     s.point_importance_at_next(mb)
