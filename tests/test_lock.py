@@ -80,7 +80,7 @@ def test_two_concurrent_runs_on_one_folder_one_refused_the_other_intact(tmp_path
 
     assert comparable(json.loads((out / "results.json").read_text())) == \
         comparable(json.loads((ref / "results.json").read_text()))
-    assert os.listdir(out) == ["results.json"]  # the lock file went with its holder
+    assert sorted(os.listdir(out)) == ["model.safetensors", "results.json"]  # the lock file went with its holder
 
 
 def test_a_killed_runs_folder_resumes_at_once(tmp_path):
@@ -129,4 +129,4 @@ def test_the_lock_file_is_not_a_run(tmp_path, capsys):
     with pytest.raises(RunError, match="nothing to resume there"):
         prepare_out(str(out), resume=True, overwrite=False)
     assert main(["run", "--method", "bl", *TINY, "--out", str(out)]) == 0
-    assert os.listdir(out) == ["results.json"]
+    assert sorted(os.listdir(out)) == ["model.safetensors", "results.json"]
