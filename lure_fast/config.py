@@ -51,10 +51,8 @@ PRESETS: dict[str, dict] = {
 # with gamma=1, while LURE_main.py is run with --gamma 0.1)
 AUTHORS = {"reinit_scope": "code", "importance_batches": "code", "importance_data": "code", "sp_lambda": 0.3,
            "val_augment": True, "cold_momentum": "keep", "buffer_size": 182, "val_pool": "code",
-           "buffer_draws": "code"}
+           "buffer_draws": "code", "vgg": "code"}
 AUTHORS_BY_METHOD = {"bl": {"lr_gamma": 1.0}}
-# behaviours of the published code that --profile authors does not reproduce yet (printed with the profile)
-AUTHORS_MISSING = ("the code's VGG16-BN",)
 
 
 def profile_settings(profile: str, method: str) -> dict:
@@ -126,6 +124,9 @@ class RunConfig:
     # model and optimisation (SPEC §2)
     arch: str = setting("resnet18", "network", T, choices=ARCHS, paper="resnet18 (CIFAR)")
     width: int = setting(64, "channel width (64 = the standard network)", T, lo=1, paper=64)
+    vgg: str = setting("paper", "--arch vgg16_bn as: paper = torchvision's VGG16-BN (five max-pools, PyTorch's "
+                                "default init); code = the authors' (four max-pools then average pooling, their "
+                                "init)", T, choices=SCOPES)
     stem: str = setting("cifar", "first layers: cifar (3x3 conv) | imagenet (7x7 conv and max-pool)", T,
                         choices=("cifar", "imagenet"))
     epochs: int = setting(50, "epochs per mega-batch", T, lo=1, paper=50)

@@ -111,12 +111,15 @@ VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512
 
 class VGG(nn.Module):
     """VGG16-BN. CIFAR stem: global pooling and one linear classifier (the usual CIFAR variant);
-    ImageNet stem: torchvision's 7x7-pooled three-layer classifier."""
+    ImageNet stem: torchvision's 7x7-pooled three-layer classifier. ``variant="code"``: the authors'
+    models/VGG.py: no fifth max-pool (the last block's 2x2 map is average-pooled), one linear classifier
+    whatever the stem, convs from kaiming_normal (fan-out) with zero biases, BatchNorm at 1 and 0, the
+    classifier from N(0, 0.01) with a zero bias."""
 
-    def __init__(self, num_classes, in_channels=3, width=64, stem="cifar"):
+    def __init__(self, num_classes, in_channels=3, width=64, stem="cifar", variant="paper"):
         super().__init__()
         layers, inp = [], in_channels
-        for v in VGG16:
+        for v in (VGG16 if variant == "paper" else VGG16[:-1]):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
             else:
@@ -124,7 +127,7 @@ class VGG(nn.Module):
                 layers += [nn.Conv2d(inp, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
                 inp = c
         self.features = nn.Sequential(*layers)
-        if stem == "cifar":
+        if stem == "cifar" or variant == "code":
             self.avgpool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Sequential(nn.Linear(inp, num_classes))
         else:
@@ -132,6 +135,21 @@ class VGG(nn.Module):
             self.classifier = nn.Sequential(nn.Linear(inp * 49, 4096), nn.ReLU(True), nn.Dropout(),
                                             nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(),
                                             nn.Linear(4096, num_classes))
+        if variant == "code":
+            self._code_init()
+
+    @torch.no_grad()
+    def _code_init(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         x = self.features(x)
@@ -162,7 +180,9 @@ class LureNet(nn.Module):
 
 
 def build_model(arch: str, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar",
-                mean=CIFAR10_MEAN, std=CIFAR10_STD) -> LureNet:
+                mean=CIFAR10_MEAN, std=CIFAR10_STD, vgg: str = "paper") -> LureNet:
+    """``vgg``: ``paper`` (torchvision's VGG16-BN layout) or ``code`` (the authors' models/VGG.py); only
+    ``--arch vgg16_bn`` reads it."""
     if arch not in ARCHS:
         raise ValueError(f"--arch {arch}: unknown; choose one of {', '.join(ARCHS)}")
     if stem not in ("cifar", "imagenet"):
@@ -176,7 +196,7 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, width: int = 
     elif arch == "wrn50_2":
         net = ResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_channels, width, base_width=128, stem=stem)
     else:
-        net = VGG(num_classes, in_channels, width, stem)
+        net = VGG(num_classes, in_channels, width, stem, vgg)
     if len(mean) != in_channels:
         raise ValueError(f"normalisation has {len(mean)} channels but the images have {in_channels}")
     return LureNet(net, mean, std)

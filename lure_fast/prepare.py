@@ -74,9 +74,6 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     loader_name, note = choose_loader(cfg, dataset, device)
     if note and notes:
         print(f"lure-fast: note: {note}", file=sys.stderr)
-    if cfg.profile == "authors" and notes:
-        print(f"lure-fast: note: --profile authors does not reproduce yet: {'; '.join(C.AUTHORS_MISSING)}",
-              file=sys.stderr)
     # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
     # found by decoding, can only make the training set smaller)
     build_stream(cfg, dataset, dataset.train.listed)
@@ -88,7 +85,7 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     mean, std = data_stats(dataset, backend)
     c, _, _ = dataset.image_shape
     with seeded(derive_seed(cfg.seed, 0), torch.device("cpu")):  # the same initial weights on any device
-        model = build_model(cfg.arch, dataset.num_classes, c, cfg.width, cfg.stem, mean, std)
+        model = build_model(cfg.arch, dataset.num_classes, c, cfg.width, cfg.stem, mean, std, cfg.vgg)
     init_state = [t.clone().to(device) for t in model.state_dict().values()] if cfg.method == "cold" else None
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     first = stream[0]

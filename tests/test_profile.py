@@ -134,13 +134,29 @@ def test_fc_reset_under_the_code_scope_is_the_published_no_op():
     assert not torch.equal(Mth.classifier(model).weight, before["net.fc.weight"])
 
 
-def test_the_profile_names_what_it_does_not_reproduce(tmp_path, capsys):
+def test_a_run_records_its_profile_and_what_it_chose(tmp_path, capsys):
     assert main(["run", "--profile", "authors", "--method", "bl", "--preset", "tiny", "--quiet", "--threads", "1",
                  "--out", str(tmp_path / "r")]) == 0
-    err = capsys.readouterr().err
-    assert "--profile authors does not reproduce yet" in err and "VGG16-BN" in err
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["config"]["profile"] == "authors" and res["config"]["lr_gamma"] == 1.0
+    assert res["config"]["val_pool"] == "code" and res["config"]["vgg"] == "code"
+
+
+def test_the_authors_vgg_has_four_max_pools_average_pooling_and_their_init():
+    torch.manual_seed(0)
+    code, paper = (build_model("vgg16_bn", 10, 3, 64, vgg=v).net for v in ("code", "paper"))
+    pools = lambda net: sum(isinstance(m, nn.MaxPool2d) for m in net.features)
+    assert (pools(code), pools(paper)) == (4, 5)
+    x = torch.rand(2, 3, 32, 32)
+    assert code.features(x).shape[-2:] == (2, 2) and code(x).shape == (2, 10)
+    convs = [m for m in code.features if isinstance(m, nn.Conv2d)]
+    assert all(not c.bias.any() for c in convs)
+    c = convs[-1]  # kaiming_normal, fan_out: std sqrt(2 / (out_channels * 9))
+    assert abs(c.weight.std().item() / (2 / (c.out_channels * 9)) ** 0.5 - 1) < 0.02
+    fc = code.classifier[0]
+    assert abs(fc.weight.std().item() / 0.01 - 1) < 0.05 and not fc.bias.any()
+    assert paper.classifier[0].bias.any()  # PyTorch's default init draws the bias
+    assert len(Mth.classifier(code).weight) == 10 and code.later_layers()[-1] is code.classifier
 
 
 def test_the_authors_validation_pool_starts_at_image_45000_whatever_the_stream():
