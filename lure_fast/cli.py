@@ -216,7 +216,44 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
     curves(groups, os.path.join(out, "curves.png"))
     print(md)
     print(f"table.md, summary.json and curves.png in {out}")
+    if args.evaluate:
+        from .evaluate import evaluate
+        set_threads(args.threads)
+        evaluate([out], args.evaluate, out=out, data=args.data, quiet=args.quiet)
+        print(f"eval.json and the evaluation figures in {out}")
     return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import EVAL_JSON, evaluate, parse_what, summary_line
+    set_threads(args.threads)
+    what = parse_what(args.what)
+    for flag, n in (("--pgd-images", args.pgd_images), ("--flat-images", args.flat_images)):
+        if n < 0:
+            raise C.ConfigError(f"{flag} {n}: must be 0 (all) or more")
+    report = evaluate(args.dirs, what, out=args.out, data=args.data, corruptions=args.corruptions,
+                      device=args.device, eps=args.eps, scales=args.noise_scales, draws=args.draws, seed=args.seed,
+                      pgd_images=args.pgd_images or None, flat_images=args.flat_images or None, quiet=True)
+    for r in report["runs"]:
+        print(f"{r['method']} seed {r['seed']} ({r['folder']}): {summary_line(r)}")
+    out = args.out or args.dirs[0]
+    print(f"{EVAL_JSON} and {', '.join(os.path.basename(f) for f in report['figures'])} in {out}")
+    return 0
+
+
+def _csv_floats(s: str) -> list[float]:
+    try:
+        return [float(v) for v in s.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {s!r}") from None
+
+
+def _what(s: str) -> list[str]:
+    from .evaluate import EvalError, parse_what
+    try:
+        return parse_what(s)
+    except EvalError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -230,8 +267,31 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
     c.add_argument("--seeds", type=_csv_ints, help="run every method with each seed (e.g. 0,1,2); the table "
                                                     "gives mean ± std (default: the one --seed)")
+    c.add_argument("--evaluate", type=_what, metavar="WHAT", help="after training, run lure-fast evaluate on "
+                   "the folder: all, or some of calibration,pgd,flatness,corruptions (docs/evaluate.md)")
     add_run_flags(c)
     c.set_defaults(func=cmd_compare)
+    e = sub.add_parser("evaluate", help="evaluate trained runs: calibration, PGD, flatness, corruptions "
+                                        "(docs/evaluate.md)")
+    e.add_argument("dirs", nargs="+", metavar="RUN_DIR", help="run folders, or compare folders holding them")
+    e.add_argument("--what", default="all", help="comma-separated: calibration,pgd,flatness,corruptions, or all "
+                                                  "(default all)")
+    e.add_argument("--data", metavar="PATH", help="the runs' data, where it moved since training")
+    e.add_argument("--corruptions", metavar="PATH", help="the released CIFAR-10-C folder (<corruption>.npy, "
+                                                          "labels.npy); default: generate from the test images")
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    e.add_argument("--out", help="folder for eval.json and the figures (default: the one RUN_DIR given)")
+    e.add_argument("--eps", type=_csv_floats, default=[0.5, 1, 2, 4, 8], metavar="E,E",
+                   help="PGD strengths in /255 (default 0.5,1,2,4,8)")
+    e.add_argument("--noise-scales", type=_csv_floats, default=[0, 0.01, 0.02, 0.05, 0.1, 0.2], metavar="S,S",
+                   help="flatness: noise scales relative to each tensor's RMS (default 0,0.01,0.02,0.05,0.1,0.2)")
+    e.add_argument("--draws", type=int, default=3, help="flatness: noise draws per scale (default 3)")
+    e.add_argument("--pgd-images", type=int, default=1000, help="test images attacked (0: all; default 1000)")
+    e.add_argument("--flat-images", type=int, default=2000,
+                   help="training images of the last mega-batch for flatness (0: all; default 2000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of PGD's starts, the noise, generated corruptions")
+    e.add_argument("--threads", type=int, help="CPU threads for torch (default: every core)")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

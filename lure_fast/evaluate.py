@@ -256,7 +256,7 @@ def bar(total: int, desc: str):
 def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str | None = None,
              corruptions: str | None = None, device: str = "auto", eps=DEFAULT_EPS, scales=DEFAULT_SCALES,
              draws: int = 3, seed: int = 0, pgd_images: int | None = 1000, flat_images: int | None = 2000,
-             batch_size: int = 500, quiet: bool = False) -> dict:
+             batch_size: int | None = None, quiet: bool = False) -> dict:
     """Run the evaluations ``what`` on every run under ``dirs``; write ``eval.json`` and the figures into
     ``out`` (default: the one folder given). Returns what ``eval.json`` holds."""
     from .prepare import resolve_device
@@ -265,6 +265,9 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
     scales = check_list("noise-scales", scales, 0, 10)
     if draws < 1:
         raise EvalError(f"--draws {draws}: must be at least 1")
+    for flag, n in (("--pgd-images", pgd_images), ("--flat-images", flat_images)):
+        if n is not None and n < 1:
+            raise EvalError(f"{flag} {n}: must be at least 1")
     runs = find_runs(dirs)
     if out is None:
         if len(dirs) != 1:
@@ -284,8 +287,9 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
                  "precision": "bf16" if subj.amp is not None else "fp32",
                  "test_acc_results": subj.results["summary"]["test_acc"]}
         dataset, backend = run_data(subj, data)
+        bs = batch_size or int(subj.results["config"].get("eval_batch_size", 500))  # the run's batches
         n_test = len(dataset.test)
-        test = backend.loader("test", np.arange(n_test), batch_size)
+        test = backend.loader("test", np.arange(n_test), bs)
         name = f"{subj.method} seed {subj.seed}"
         if "calibration" in what:
             t = time.perf_counter()
@@ -295,7 +299,7 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
         if "pgd" in what:
             t = time.perf_counter()
             idx = np.arange(n_test if pgd_images is None else min(pgd_images, n_test))
-            loader = backend.loader("test", idx, min(batch_size, 250))
+            loader = backend.loader("test", idx, min(bs, 250))
             with bar(len(loader) * len(eps), f"pgd {name}") as pb:
                 r = robust_accuracy(subj.model, loader.epoch(0), [e / 255 for e in eps], seed, subj.autocast, pb)
             entry["pgd"] = {"clean": r["clean"], "n": r["n"],
@@ -306,7 +310,7 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
             tr = last_train_indices(subj, dataset)
             if flat_images is not None:
                 tr = tr[:flat_images]
-            loader = backend.loader("train", tr, batch_size)
+            loader = backend.loader("train", tr, bs)
             total = sum(draws if s > 0 else 1 for s in scales)
             with bar(total, f"flatness {name}") as pb:
                 r = flatness(subj.model, lambda: loader.epoch(0), scales, draws, seed, True, subj.autocast, dev, pb)
@@ -315,7 +319,7 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
         if "corruptions" in what:
             from .corruptions import corruption_accuracy
             t = time.perf_counter()
-            entry["corruptions"] = corruption_accuracy(subj, dataset, backend, corruptions, seed, batch_size)
+            entry["corruptions"] = corruption_accuracy(subj, dataset, backend, corruptions, seed, bs)
             report["seconds"]["corruptions"] = report["seconds"].get("corruptions", 0.0) + time.perf_counter() - t
         report["runs"].append(entry)
         if not quiet:
