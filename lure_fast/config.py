@@ -160,6 +160,9 @@ class RunConfig:
     checkpoint_interval: float = setting(30.0, "and at least this many seconds since the last checkpoint (0: no "
                                                "minimum), so short GPU epochs do not wait for the disk; mega-batch "
                                                "ends always checkpoint", X, lo=0)
+    save_models: str = setting("last", "model files kept beside results.json: last = model.safetensors (the final "
+                                       "model); all = also model-mb<i>.safetensors after every mega-batch", X,
+                               choices=("last", "all"))
     preset: str | None = setting(None, "a named set of defaults (default: digits for the embedded data, paper "
                                          "otherwise)", X, choices=PRESETS)
 
@@ -266,7 +269,7 @@ def validate(cfg: RunConfig) -> None:
 
 
 # settings that change when and how a run is saved or shown, never its results: a resume may change them
-NOT_RESULTS = ("preset", "checkpoint_every", "checkpoint_interval")
+NOT_RESULTS = ("preset", "checkpoint_every", "checkpoint_interval", "save_models")
 
 
 def diff(a: dict, b: dict) -> list[str]:

@@ -3,7 +3,7 @@
 
 A model file is plain safetensors (tensors and a string-to-string metadata header, no pickle). Its
 metadata key ``lure_fast`` holds JSON with what rebuilding the network needs: ``arch``, ``width``,
-``stem``, ``classes``, ``channels``, ``mean``, ``std``, ``image_shape``, the mega-batch it closes,
+``stem``, ``vgg``, ``classes``, ``channels``, ``mean``, ``std``, ``image_shape``, the mega-batch it closes,
 the autocast ``precision`` the run measured it under, and the run's whole ``config``.
 
 ``load_model(path, device=None)`` returns the module in eval mode; it takes inputs in [0, 1]
@@ -38,7 +38,7 @@ def keep_model(out: str, cfg, setup, precision: str, megabatch: int) -> None:
     norm = setup.model.normalize
     mean, std = norm.mean.flatten().tolist(), norm.std.flatten().tolist()
     meta = model_meta(cfg, setup.dataset, mean, std, precision, megabatch)
-    if getattr(cfg, "save_models", "last") == "all":
+    if cfg.save_models == "all":
         save_model(os.path.join(out, model_name(megabatch)), setup.model, meta)
     if megabatch == cfg.megabatches:
         save_model(os.path.join(out, MODEL), setup.model, meta)
@@ -50,7 +50,8 @@ def model_meta(cfg, dataset, mean, std, precision: str, megabatch: int) -> dict:
     return {"format": FORMAT, "arch": cfg.arch, "width": cfg.width, "stem": cfg.stem,
             "classes": int(dataset.num_classes), "channels": int(c), "mean": [float(v) for v in mean],
             "std": [float(v) for v in std], "image_shape": [int(c), int(h), int(w)], "precision": precision,
-            "megabatch": int(megabatch), "dataset": dataset.name, "config": cfg.to_dict()}
+            "vgg": getattr(cfg, "vgg", "paper"), "megabatch": int(megabatch), "dataset": dataset.name,
+            "config": cfg.to_dict()}
 
 
 def save_model(path: str, model: torch.nn.Module, meta: dict) -> None:
@@ -86,7 +87,7 @@ def build_from_meta(meta: dict, where: str) -> torch.nn.Module:
     from .models import build_model
     try:
         return build_model(meta["arch"], int(meta["classes"]), int(meta["channels"]), int(meta["width"]),
-                           meta["stem"], tuple(meta["mean"]), tuple(meta["std"]))
+                           meta["stem"], tuple(meta["mean"]), tuple(meta["std"]), meta.get("vgg", "paper"))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelFileError(f"{where}: its metadata does not describe a network lure-fast builds ({e}); "
                              "train the run again") from None

@@ -19,9 +19,8 @@ def tiny_run(tmp_path_factory):
     from lure_fast.run import run
     out = str(tmp_path_factory.mktemp("model") / "run")
     torch.set_num_threads(1)
-    res = run(C.resolve({"preset": "tiny", "device": "cpu", "method": "lure", "save_models": "all"}
-                        if any(f.name == "save_models" for f in C.fields()) else
-                        {"preset": "tiny", "device": "cpu", "method": "lure"}), out, progress=False)
+    res = run(C.resolve({"preset": "tiny", "device": "cpu", "method": "lure", "save_models": "all"}), out,
+              progress=False)
     return out, res
 
 
@@ -54,8 +53,6 @@ def test_a_saved_model_reproduces_the_final_test_accuracy_exactly(tiny_run):
 
 def test_save_models_all_keeps_each_megabatch(tiny_run):
     out, res = tiny_run
-    if not any(f.name == "save_models" for f in C.fields()):
-        pytest.skip("--save-models not declared yet")
     mb1 = lure_fast.load_model(os.path.join(out, "model-mb1.safetensors"))
     assert _test_accuracy(mb1, res, res["precision"]) == res["megabatches"][0]["test_acc"]
     a = lure_fast.load_model(os.path.join(out, "model-mb2.safetensors")).state_dict()
