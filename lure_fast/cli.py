@@ -292,7 +292,37 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of PGD's starts, the noise, generated corruptions")
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: every core)")
     e.set_defaults(func=cmd_evaluate)
+    rp = sub.add_parser("reproduce", help="a table of the paper as one resumable command, our numbers beside the "
+                                          "paper's (docs/reproduce.md)")
+    rp.add_argument("name", help="table1, table2, table3, table6, or all")
+    rp.add_argument("--scale", default="paper", help="paper (the protocol exactly), small (the small preset: a 2-core "
+                                                     "CPU) or tiny (smoke tests, the embedded digits); default paper")
+    rp.add_argument("--profile", default="paper", help="paper (the paper's text) or authors (the published code)")
+    rp.add_argument("--seeds", type=_csv_ints, help="seeds of every run (default 0,1,2)")
+    rp.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own process (default 1)")
+    rp.add_argument("--data", metavar="PATH", help="CIFAR-10 (cifar-10-batches-py or an ImageFolder)")
+    rp.add_argument("--data-cifar100", metavar="PATH", help="CIFAR-100 (cifar-100-python); its rows are listed "
+                                                             "as not run without it")
+    rp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    rp.add_argument("--out", default="runs/reproduce", help="folder of the runs and report.md (default "
+                                                             "runs/reproduce)")
+    rp.add_argument("--resume", action="store_true", help="accepted for symmetry: reproduce always skips "
+                                                          "finished runs and resumes killed ones")
+    rp.add_argument("--quiet", action="store_true", help="no progress bars")
+    rp.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, "
+                                                "cores/J)")
+    rp.set_defaults(func=cmd_reproduce)
     return p
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+    if args.jobs < 1:
+        raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
+    check_threads(args.threads)
+    if args.profile not in C.PROFILES:
+        raise C.ConfigError(f"--profile {args.profile}: unknown; choose one of {', '.join(C.PROFILES)}")
+    return reproduce(args, _compare)
 
 
 def main(argv: list[str] | None = None) -> int:
