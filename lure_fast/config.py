@@ -99,6 +99,9 @@ class RunConfig:
     shuffle: bool | None = setting(None, "permute the training set with the seed before cutting mega-batches "
                                          "(default: natural order for torchvision's CIFAR folders, as SPEC §1 and "
                                          "the authors' code; permuted for ImageFolder trees and the digits)", D)
+    label_noise: float = setting(0.0, "replace each training and validation label, with this probability, by a "
+                                      "uniformly drawn class (seeded, fixed for the run; the test set stays clean)",
+                                 D, lo=0, hi=1, paper=0.0)
     # method (SPEC §3, §4)
     method: str = setting("lure", "the forgetting step between mega-batches", M, choices=METHODS)
     importance: str = setting("snip", "LURE's importance criterion", M, choices=IMPORTANCES, paper="snip")

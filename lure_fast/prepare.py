@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import config as C
+from .label_noise import with_label_noise
 from .methods import derive_seed, seeded
 from .models import CIFAR10_MEAN, CIFAR10_STD, build_model
 from .stream import MegaBatch, Stream, make_stream
@@ -28,6 +29,7 @@ class Setup:
     test: object
     importance: object
     clean: object             # un-augmented passes over training images (the gap's train accuracy)
+    label_noise: dict | None = None  # --label-noise: rate, seed, labels changed (label_noise.py)
 
     def point_at(self, mb: MegaBatch) -> None:
         """Point the train, validation and importance loaders at mega-batch ``mb``'s samples."""
@@ -71,6 +73,7 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     if device.type == "cpu":
         keep_freed_memory()
     dataset = load_dataset(cfg.dataset, cfg.data, cfg.image_size)  # image files stay on disk until decoded
+    dataset, noise = with_label_noise(dataset, cfg.label_noise, cfg.seed)  # train and validation only
     loader_name, note = choose_loader(cfg, dataset, device)
     if note and notes:
         print(f"lure-fast: note: {note}", file=sys.stderr)
@@ -98,7 +101,7 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
                  importance=backend.loader("train", first.importance, cfg.importance_batch_size,
                                            augment=cfg.importance_data == "code", seed=cfg.seed),
                  clean=backend.loader("train", first.train, cfg.eval_batch_size, seed=cfg.seed)
-                 if cfg.val_augment else val)
+                 if cfg.val_augment else val, label_noise=noise)
 
 
 def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:

@@ -143,7 +143,8 @@ def results(cfg, device: torch.device, s, records: list[dict]) -> dict:
             "precision": "fp32" if amp is None else "bf16",
             "dataset": {"name": ds.name, "layout": ds.layout, "train": len(ds.train), "test": len(ds.test),
                         "classes": ds.num_classes, "image_shape": list(ds.image_shape), "skipped": ds.skipped},
-            "megabatches": records, "summary": summarize(records), "split_seconds": time_split(records)}
+            "megabatches": records, "summary": summarize(records), "split_seconds": time_split(records),
+            "label_noise": s.label_noise}
 
 
 def device_name(device: torch.device) -> str:
