@@ -95,7 +95,7 @@ def _figures(report: dict, out: str) -> list[str]:
             sd = np.array([d.std(ddof=1) if len(d) > 1 else 0.0 for d in draws])
             ax.plot(x, mu, "o-", label=m)
             ax.fill_between(x, mu - sd, mu + sd, alpha=0.2)
-        ax.set_xlabel("noise scale (relative to each tensor's RMS)")
+        ax.set_xlabel(f"noise scale: {report.get('noise', 'relative')}", fontsize=8)
         ax.set_ylabel("train accuracy with noise (%)")
         ax.legend()
         save(fig, "flatness.png")

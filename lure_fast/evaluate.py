@@ -256,7 +256,7 @@ def bar(total: int, desc: str):
 def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str | None = None,
              corruptions: str | None = None, device: str = "auto", eps=DEFAULT_EPS, scales=DEFAULT_SCALES,
              draws: int = 3, seed: int = 0, pgd_images: int | None = 1000, flat_images: int | None = 2000,
-             batch_size: int | None = None, quiet: bool = False) -> dict:
+             batch_size: int | None = None, quiet: bool = False, noise: str = "relative") -> dict:
     """Run the evaluations ``what`` on every run under ``dirs``; write ``eval.json`` and the figures into
     ``out`` (default: the one folder given). Returns what ``eval.json`` holds."""
     from .prepare import resolve_device
@@ -265,6 +265,8 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
     scales = check_list("noise-scales", scales, 0, 10)
     if draws < 1:
         raise EvalError(f"--draws {draws}: must be at least 1")
+    if noise not in ("relative", "absolute"):
+        raise EvalError(f"--noise {noise}: choose relative (sigma = scale x each tensor's RMS) or absolute")
     for flag, n in (("--pgd-images", pgd_images), ("--flat-images", flat_images)):
         if n is not None and n < 1:
             raise EvalError(f"{flag} {n}: must be at least 1")
@@ -278,7 +280,8 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
     dev = resolve_device(device)
     subjects = [open_run(r, dev) for r in runs]  # every model read back before any compute
     report = {"runs": [], "what": what, "eps_255": list(eps), "noise_scales": list(scales), "draws": draws,
-              "noise": "relative (sigma = scale x RMS of each tensor)", "seed": seed,
+              "noise": noise + (" (sigma = scale x RMS of each tensor)" if noise == "relative" else " (sigma = scale)"),
+              "seed": seed,
               "pgd": {"steps": PGD_STEPS, "step": "2.5 * eps / 10", "random_start": True, "norm": "Linf",
                       "space": "[0, 1]", "images": pgd_images},
               "device": str(dev), "seconds": {}}
@@ -313,7 +316,8 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
             loader = backend.loader("train", tr, bs)
             total = sum(draws if s > 0 else 1 for s in scales)
             with bar(total, f"flatness {name}") as pb:
-                r = flatness(subj.model, lambda: loader.epoch(0), scales, draws, seed, True, subj.autocast, dev, pb)
+                r = flatness(subj.model, lambda: loader.epoch(0), scales, draws, seed, noise == "relative",
+                             subj.autocast, dev, pb)
             entry["flatness"] = {"images": len(tr), "accuracy": {f"{s:g}": v for s, v in r.items()}}
             report["seconds"]["flatness"] = report["seconds"].get("flatness", 0.0) + time.perf_counter() - t
         if "corruptions" in what:
