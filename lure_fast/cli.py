@@ -192,6 +192,7 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
     def resume_of(key):  # a run killed before its first checkpoint starts afresh
         return args.resume and bool(run_entries(folder(*key)))
 
+    finished = {k for k in runs if os.path.isfile(os.path.join(folder(*k), "results.json"))}  # skipped below
     t0 = time.perf_counter()
     if args.jobs == 1:
         set_threads(args.threads)
@@ -206,10 +207,15 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
                                       args.overwrite, label(*k), threads) for k in runs}
             results = {k: f.result() for k, f in futures.items()}
     wall = time.perf_counter() - t0
-    images = sum(train_images(r) for r in results.values())
+    images = sum(train_images(r) for k, r in results.items() if k not in finished)
     groups = {m: [results[(m, s)] for s in seeds] for m in methods}
-    md = table(groups) + (f"\nWall time {wall:.1f} s for {len(runs)} runs ({args.jobs} at a time): "
-                          f"{images / wall:,.0f} training images/s in aggregate.\n")
+    if len(finished) == len(runs):
+        md = table(groups) + f"\nAll {len(runs)} runs were finished already: nothing trained now.\n"
+    else:
+        ran = len(runs) - len(finished)
+        md = table(groups) + (f"\nWall time {wall:.1f} s for {ran} runs ({args.jobs} at a time): "
+                              f"{images / wall:,.0f} training images/s in aggregate"
+                              f"{f'; {len(finished)} more were finished already' if finished else ''}.\n")
     atomic_write(os.path.join(out, "table.md"), md.encode())  # a full disk: one line, no half table
     write_json(os.path.join(out, "summary.json"), {"seeds": seeds, "wall_seconds": wall, "jobs": args.jobs,
                                                    "training_images": images, "methods": summary(groups)})

@@ -1,4 +1,5 @@
 """`lure-fast reproduce`: a paper table as one resumable command, with the paper's numbers beside ours."""
+import json
 import os
 
 import pytest
@@ -55,3 +56,24 @@ def test_each_table_runs_the_papers_stream():
                       for n in ("table1", "table6"))
     assert (small1.megabatches * small1.megabatch_size, small6.megabatches) == (6000, 2)
     assert small6.megabatch_size == 3000 and small6.profile == "authors" and small6.lr_gamma == 1.0
+
+
+def test_compare_over_finished_runs_claims_no_throughput(tmp_path, capsys):
+    out = str(tmp_path / "cmp")
+    args = ["compare", "--methods", "bl,lure", "--preset", "tiny", "--quiet", "--threads", "1", "--out", out]
+    assert main(args) == 0
+    assert "training images/s in aggregate." in (tmp_path / "cmp" / "table.md").read_text()
+    import shutil
+    shutil.rmtree(os.path.join(out, "lure"))  # as if it had not started
+    assert main([*args, "--resume"]) == 0  # lure runs again, bl is finished
+    assert "for 1 runs (1 at a time)" in (tmp_path / "cmp" / "table.md").read_text()
+    partial = (tmp_path / "cmp" / "table.md").read_text()
+    assert "1 more were finished already." in partial
+    import re
+    wall, rate = re.search(r"Wall time ([\d.]+) s for 1 runs \(1 at a time\): ([\d,]+) training", partial).groups()
+    lure = json.loads((tmp_path / "cmp" / "lure" / "results.json").read_text())
+    images = lure["config"]["epochs"] * sum(m["train_size"] for m in lure["megabatches"])  # lure's alone
+    assert abs(float(wall) * float(rate.replace(",", "")) / images - 1) < 0.4  # wall is printed to 0.1 s
+    assert main([*args, "--resume"]) == 0
+    table = (tmp_path / "cmp" / "table.md").read_text()
+    assert "All 2 runs were finished already: nothing trained now." in table and "images/s" not in table
