@@ -239,7 +239,8 @@ def cmd_evaluate(args) -> int:
             raise C.ConfigError(f"{flag} {n}: must be 0 (all) or more")
     report = evaluate(args.dirs, what, out=args.out, data=args.data, corruptions=args.corruptions,
                       device=args.device, eps=args.eps, scales=args.noise_scales, draws=args.draws, seed=args.seed,
-                      pgd_images=args.pgd_images or None, flat_images=args.flat_images or None, quiet=True)
+                      pgd_images=args.pgd_images or None, flat_images=args.flat_images or None, quiet=True,
+                      noise=args.noise)
     for r in report["runs"]:
         print(f"{r['method']} seed {r['seed']} ({r['folder']}): {summary_line(r)}")
     out = args.out or args.dirs[0]
@@ -292,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--noise-scales", type=_csv_floats, default=[0, 0.01, 0.02, 0.05, 0.1, 0.2], metavar="S,S",
                    help="flatness: noise scales relative to each tensor's RMS (default 0,0.01,0.02,0.05,0.1,0.2)")
     e.add_argument("--draws", type=int, default=3, help="flatness: noise draws per scale (default 3)")
+    e.add_argument("--noise", default="relative", choices=("relative", "absolute"),
+                   help="flatness: sigma = scale x each tensor's RMS (relative, default) or sigma = scale")
     e.add_argument("--pgd-images", type=int, default=1000, help="test images attacked (0: all; default 1000)")
     e.add_argument("--flat-images", type=int, default=2000,
                    help="training images of the last mega-batch for flatness (0: all; default 2000)")
