@@ -290,8 +290,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="folder for eval.json and the figures (default: the one RUN_DIR given)")
     e.add_argument("--eps", type=_csv_floats, default=[0.5, 1, 2, 4, 8], metavar="E,E",
                    help="PGD strengths in /255 (default 0.5,1,2,4,8)")
-    e.add_argument("--noise-scales", type=_csv_floats, default=[0, 0.01, 0.02, 0.05, 0.1, 0.2], metavar="S,S",
-                   help="flatness: noise scales relative to each tensor's RMS (default 0,0.01,0.02,0.05,0.1,0.2)")
+    e.add_argument("--noise-scales", type=_csv_floats, default=[0, 0.05, 0.1, 0.2, 0.3, 0.5], metavar="S,S",
+                   help="flatness: noise scales relative to each tensor's RMS (default 0,0.05,0.1,0.2,0.3,0.5)")
     e.add_argument("--draws", type=int, default=3, help="flatness: noise draws per scale (default 3)")
     e.add_argument("--noise", default="relative", choices=("relative", "absolute"),
                    help="flatness: sigma = scale x each tensor's RMS (relative, default) or sigma = scale")

@@ -24,7 +24,7 @@ from .metrics import EvalCounter, ece
 
 EVALS = ("calibration", "pgd", "flatness", "corruptions")
 DEFAULT_EPS = (0.5, 1.0, 2.0, 4.0, 8.0)          # in units of 1/255
-DEFAULT_SCALES = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)  # flatness: noise relative to each tensor's RMS
+DEFAULT_SCALES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)  # flatness: noise relative to each tensor's RMS
 PGD_STEPS = 10
 EVAL_JSON = "eval.json"
 
