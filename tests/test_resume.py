@@ -9,6 +9,7 @@ import torch
 
 from lure_fast.checkpoint import Checkpointer, RunError, atomic_write
 from lure_fast.cli import main
+from lure_fast.rundir import run_entries
 
 from lf_helpers import run_cli
 
@@ -77,11 +78,12 @@ def test_resume_with_other_settings_is_refused_naming_them(tmp_path):
     out = tmp_path / "run"
     # checkpoints are written in the background; by epoch 3's first batch the first one has landed
     assert run_cli(*RUN, "--out", str(out), env={"LURE_FAST_FAULT": "batch:1:2:0"}).returncode == -signal.SIGKILL
-    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    # the run's files; the lock file is bookkeeping (the refused resume took the lock, then let it go)
+    before = {f: (out / f).read_bytes() for f in run_entries(str(out))}
     p = run_cli(*RUN, "--lr", "0.05", "--seed", "3", "--out", str(out), "--resume")
     assert p.returncode == 2, p.stderr
     assert "lr (now 0.05, was 0.1)" in p.stderr and "seed (now 3, was 0)" in p.stderr
-    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    assert {f: (out / f).read_bytes() for f in run_entries(str(out))} == before
 
 
 def test_overwrite_replaces_an_earlier_run(tmp_path, capsys):
