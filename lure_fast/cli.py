@@ -232,11 +232,22 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
 
 def cmd_evaluate(args) -> int:
     from .evaluate import EVAL_JSON, evaluate, parse_what, summary_line
+    from .rundir import FolderLock
     set_threads(args.threads)
     what = parse_what(args.what)
     for flag, n in (("--pgd-images", args.pgd_images), ("--flat-images", args.flat_images)):
         if n < 0:
             raise C.ConfigError(f"{flag} {n}: must be 0 (all) or more")
+    # one writer per folder: the folder eval.json and the figures go to (a run or compare folder in use, or
+    # another evaluate's --out, is refused with the holder's pid); released when the command ends
+    target = args.out or (args.dirs[0] if len(args.dirs) == 1 else None)
+    if target is not None and (args.out is not None or os.path.isdir(target)):
+        made = not os.path.isdir(target)
+        try:
+            os.makedirs(target, exist_ok=True)
+        except OSError as e:
+            raise C.ConfigError(f"--out {target}: cannot write there ({e.strerror}); pick a writable folder") from None
+        FolderLock(target, made_folder=made, label=f"--out {target}" if args.out else target).claim()
     report = evaluate(args.dirs, what, out=args.out, data=args.data, corruptions=args.corruptions,
                       device=args.device, eps=args.eps, scales=args.noise_scales, draws=args.draws, seed=args.seed,
                       pgd_images=args.pgd_images or None, flat_images=args.flat_images or None, quiet=True,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 
 import numpy as np
 
@@ -175,11 +176,16 @@ def generated(images: np.ndarray, name: str, severity: int, seed: int, cache_dir
             pass  # damaged: made again
     rng = np.random.default_rng([seed, ALL.index(name), severity])
     a = corrupt(images, name, severity, rng)
+    from .loaders import DataError
+    from .loaders.space import require_space
     try:
+        require_space(cache, a.nbytes + (1 << 16), f"caching the generated corruption {name}-{severity}")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         tmp = f"{path}.{os.getpid()}.tmp.npy"
         np.save(tmp, a)
         os.replace(tmp, path)
+    except DataError as e:  # no room: go on without the cache
+        warnings.warn(f"{e}; not cached, the next evaluation generates it again", stacklevel=2)
     except OSError:
         pass  # a cache that cannot be written: the next evaluation generates again
     return a

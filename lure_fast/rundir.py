@@ -53,8 +53,9 @@ class FolderLock:
 
     _held: dict[int, "FolderLock"] = {}  # fd -> lock, in the process that took it
 
-    def __init__(self, folder: str, made_folder: bool = False):
+    def __init__(self, folder: str, made_folder: bool = False, label: str | None = None):
         self.folder, self.owner, self.fd, self.claimed = folder, os.getpid(), None, False
+        label = label or f"--out {folder}"  # how the message names the folder
         self.path, self.made_folder = os.path.join(folder, LOCK), made_folder
         while self.fd is None:
             try:
@@ -66,7 +67,7 @@ class FolderLock:
             except BlockingIOError:
                 holder = self._holder(fd)
                 os.close(fd)
-                raise RunError(f"--out {folder}: another lure-fast process{holder} is writing there; wait for "
+                raise RunError(f"{label}: another lure-fast process{holder} is writing there; wait for "
                                "it to end, or pick another --out") from None
             except OSError as e:
                 os.close(fd)

@@ -130,3 +130,20 @@ def test_the_lock_file_is_not_a_run(tmp_path, capsys):
         prepare_out(str(out), resume=True, overwrite=False)
     assert main(["run", "--method", "bl", *TINY, "--out", str(out)]) == 0
     assert sorted(os.listdir(out)) == ["model.safetensors", "results.json"]
+
+
+@pytest.mark.parametrize("how", ["run folder", "--out"])
+def test_evaluate_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path, how):
+    """evaluate writes eval.json and figures into its --out (default: the one run folder it is given)."""
+    held = tmp_path / "held"
+    held.mkdir()
+    lock = FolderLock(str(held))
+    lock.claim()
+    try:
+        args = ["evaluate", str(held)] if how == "run folder" else ["evaluate", str(tmp_path), "--out", str(held)]
+        p = run_cli(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1, p.stderr
+        assert f"another lure-fast process (pid {os.getpid()}) is writing there" in p.stderr
+        assert os.listdir(held) == [LOCK]
+    finally:
+        lock.release()

@@ -237,3 +237,20 @@ def test_a_decoded_cache_that_does_not_fit_is_skipped_with_one_warning(tmp_path,
     msg = str(w[0].message)
     assert "\n" not in msg and "caching the decoded images of" in msg and "but 100 B is free there" in msg
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())
+
+
+def test_a_generated_corruption_that_does_not_fit_is_not_cached(tmp_path, monkeypatch):
+    from lure_fast import corruptions
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    name = corruptions.ALL[0]
+    little_room(monkeypatch)
+    with pytest.warns(UserWarning) as w:
+        a = corruptions.generated(images, name, 1, 0, cache_dir=str(tmp_path))
+    assert a.shape == images.shape
+    msg = str(w[0].message)
+    assert "\n" not in msg and f"caching the generated corruption {name}-1: needs" in msg and "100 B is free" in msg
+    assert list(tmp_path.rglob("*.npy")) == []
+    monkeypatch.undo()
+    corruptions.generated(images, name, 1, 0, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.rglob("*.npy"))) == 1
