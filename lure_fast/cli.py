@@ -34,9 +34,12 @@ def _finite(s: str) -> float:
 MAX_THREADS = 4096
 
 
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # every character str.splitlines() breaks at
+
+
 def one_line(text: str) -> str:
-    """``text`` on one line: line breaks (from a value given on the command line, say) shown as ``\\n``."""
-    return text.replace("\r", "\\r").replace("\n", "\\n")
+    """``text`` on one line: line breaks (from a value given on the command line, say) shown escaped, ``\\n``."""
+    return "".join(c.encode("unicode_escape").decode("ascii") if c in LINE_BREAKS else c for c in text)
 
 
 class Parser(argparse.ArgumentParser):

@@ -2,7 +2,8 @@
 one line on stderr and exit 2, never a traceback.
 
 Two properties. The first throws anything at the parser and the settings (random flags, values of every
-type, text with line breaks, unknown flags, missing values) for ``run`` and ``compare``, with the run
+type, text with line breaks, unknown flags, missing values) for ``run``, ``compare`` and ``evaluate`` (over
+folders that hold no run), with the run
 itself replaced by what it does before any compute: validation, the device, the folder's checks and
 lock. The second runs random valid-looking settings for real, on a tiny stream of the embedded digits.
 """
@@ -71,9 +72,34 @@ COMPARE = {"--methods": st.one_of(st.lists(st.sampled_from([*C.METHODS, "nope", 
                                 text)}
 
 
+csv_numbers = st.lists(st.one_of(st.floats(-5, 300).map(lambda x: f"{x:g}"), st.sampled_from(["nan", "x", ""])),
+                       max_size=4).map(",".join)
+EVALUATE = {"--what": st.one_of(st.sampled_from(["all", "calibration", "pgd,flatness", "corruptions", "nope", ""]),
+                                text),
+            "--eps": st.one_of(csv_numbers, text), "--noise-scales": st.one_of(csv_numbers, text),
+            "--draws": st.one_of(st.integers(-1, 4).map(str), numbers), "--noise": st.one_of(
+                st.sampled_from(["relative", "absolute"]), text),
+            "--pgd-images": st.one_of(st.integers(-2, 5).map(str), numbers),
+            "--flat-images": st.one_of(st.integers(-2, 5).map(str), numbers),
+            "--seed": numbers, "--threads": st.one_of(st.integers(-1, 3).map(str), numbers),
+            "--device": st.sampled_from(["auto", "cpu", "cuda", "tpu"]), "--out": st.sampled_from(["e", ".", ""]),
+            "--data": st.sampled_from(["/nonexistent", "."]), "--corruptions": st.sampled_from(["/nonexistent", "."])}
+
+
+@st.composite
+def evaluate_argvs(draw) -> list[str]:
+    """``evaluate`` over folders that hold no run (or do not exist): every flag checked, nothing to compute."""
+    argv = ["evaluate", *draw(st.lists(st.sampled_from([".", "nope", "a\nb", "", "sub"]), max_size=2))]
+    for flag in draw(st.lists(st.sampled_from(sorted(EVALUATE)), max_size=5)):
+        argv += [flag, draw(EVALUATE[flag])]
+    return argv
+
+
 @st.composite
 def argvs(draw) -> list[str]:
-    command = draw(st.sampled_from(["run"] * 4 + ["compare"] * 3 + ["bogus", "", "--help-me"]))
+    command = draw(st.sampled_from(["run"] * 4 + ["compare"] * 3 + ["evaluate"] * 2 + ["bogus", "", "--help-me"]))
+    if command == "evaluate":
+        return draw(evaluate_argvs())
     argv = [command] if command else []
     pool = [flag_tokens(f) for f in C.fields()]
     extras = {**EXTRA, **(COMPARE if command == "compare" else {})}
@@ -146,6 +172,7 @@ def no_compute(monkeypatch):
 @example(argv=["run", "--epochs"])
 @example(argv=["run", "--method", "a\nb"])  # a line break in a value stays on the line
 @example(argv=["run", "--no-such\nflag"])
+@example(argv=["evaluate", ".", "--what", "x\x85y\u2028z"])  # the line breaks str.splitlines() knows beside \n
 @example(argv=["compare", "--jobs", "x", "--seeds", "1,,x"])
 @example(argv=["run", "--lr", "nan"])
 @example(argv=["run", "--data", "/nonexistent\n", "--resume"])
