@@ -148,7 +148,7 @@ class RunConfig:
     val_augment: bool = setting(False, "augment the validation images that pick the best epoch (the authors' "
                                        "code does)", T)
     # execution
-    seed: int = setting(0, "seed of the stream, the initial weights and every draw", X)
+    seed: int = setting(0, "seed of the stream, the initial weights and every draw", X, lo=0)
     device: str = setting("auto", "auto (CUDA when present) | cpu | cuda", X, choices=("auto", "cpu", "cuda"))
     loader: str = setting("auto", "auto: memory for the embedded data and on a GPU it fits, else ffcv when "
                                   "installed", X, choices=("auto", "memory", "torch", "ffcv"))

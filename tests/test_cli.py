@@ -76,6 +76,7 @@ def test_same_seed_same_results(tmp_path):
     (["--arch", "resnet34"], "--arch resnet34: unknown"),
     (["--replay", "sometimes"], "--replay sometimes: unknown"),
     (["--epochs", "0"], "--epochs 0"),
+    (["--seed", "-1"], "--seed -1: must be >= 0"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, capsys, args, needle):
     (tmp_path / "empty").mkdir()
