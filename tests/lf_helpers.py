@@ -15,3 +15,24 @@ def run_cli(*args: str, env: dict | None = None, cwd=None, timeout=600) -> subpr
     e = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "lure_fast", *args], capture_output=True, text=True,
                           env=e, cwd=cwd, timeout=timeout)
+
+
+# pickled payloads that would create a file when unpickled: what a crafted checkpoint or dataset can do
+class Touch:
+    """Unpickling this runs ``os.system('touch PATH')``: what a crafted checkpoint or dataset file can do."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.path}'",)
+
+
+class OpenForWriting:
+    """Unpickling this calls ``open(PATH, 'w')``, which creates the file."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")

@@ -20,30 +20,10 @@ import torch
 from lure_fast.checkpoint import (HEADER, LEGACY_MAGIC, MAGIC, Checkpointer, RunError, UnsafeCheckpoint, decode,
                                   encode)
 
-from lf_helpers import run_cli
+from lf_helpers import OpenForWriting, Touch, run_cli
 
 RUN = ["run", "--method", "lure", "--preset", "tiny", "--megabatches", "2", "--epochs", "2",
        "--checkpoint-interval", "0", "--quiet", "--threads", "1"]
-
-
-class Touch:
-    """Unpickling this runs ``os.system('touch PATH')``: what a crafted checkpoint or dataset file can do."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return os.system, (f"touch '{self.path}'",)
-
-
-class OpenForWriting:
-    """Unpickling this calls ``open(PATH, 'w')``, which creates the file."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
 
 
 def legacy_file(path, state) -> None:

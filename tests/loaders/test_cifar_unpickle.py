@@ -12,25 +12,7 @@ import pytest
 
 from lure_fast.loaders import DataError, load_dataset
 
-
-class Touch:
-    """Unpickling this runs ``os.system('touch PATH')``."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return os.system, (f"touch '{self.path}'",)
-
-
-class OpenForWriting:
-    """Unpickling this calls ``open(PATH, 'w')``, which creates the file."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return open, (self.path, "w")
+from lf_helpers import OpenForWriting, Touch
 
 
 def cifar10(root, protocol=pickle.DEFAULT_PROTOCOL, numpy1_names=False, numpy_labels=False):
