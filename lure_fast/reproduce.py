@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from pathlib import Path
 
 from . import config as C
 
@@ -156,9 +157,10 @@ def reproduce(args: argparse.Namespace, compare) -> int:
                 compare(ns, out, list(METHODS), seeds, cfgs)
             finally:
                 row.release()
-            summary = {m: [json.load(open(os.path.join(out, m, *([f"seed-{s}"] if len(seeds) > 1 else []),
-                                                       "results.json"))) for s in seeds] for m in METHODS}
-            results[(name, dataset)] = summary
+            folders = {(m, s): os.path.join(out, m, *([f"seed-{s}"] if len(seeds) > 1 else [])) for m in METHODS
+                       for s in seeds}
+            results[(name, dataset)] = {m: [json.loads(Path(folders[(m, s)], "results.json").read_text())
+                                            for s in seeds] for m in METHODS}
         md = report(args.out, names, args.scale, args.profile, seeds, results, missing)
         atomic_write(os.path.join(args.out, "report.md"), md.encode())
         print(md)
