@@ -5,6 +5,8 @@ set one through the environment: with ``LURE_FAST_FAULT=name:a:b...`` the proces
 SIGKILL at that point (``batch:2:1:3`` = mega-batch 2, epoch 1, batch 3; ``epoch_end:1:0``;
 ``unlearn:1``; ``checkpoint_write:3`` = the third checkpoint, half written). The ``epoch`` point
 (mega-batch, epoch) tells the hook where a ``batch`` point stands, so the step needs no position.
+``run:n`` marks the n-th run this process starts (a ``compare`` or ``reproduce`` runs several), and
+targets joined by ``+`` are met in order: ``run:2+epoch_end:1:0`` kills inside the second run only.
 """
 from __future__ import annotations
 
@@ -20,19 +22,31 @@ def point(name: str, *where: int) -> None:
         HOOK(name, where)
 
 
+RUNS = 0  # runs started by this process
+
+
+def run_started() -> None:
+    global RUNS
+    RUNS += 1
+    point("run", RUNS)
+
+
 class KillAt:
-    """A hook that SIGKILLs this process when it reaches ``target`` (``name:a:b...``)."""
+    """A hook that SIGKILLs this process when it has reached every one of ``target``'s points in order
+    (``name:a:b...``, joined by ``+``)."""
 
     def __init__(self, target: str):
-        self.target, self.epoch = target, ()
+        self.targets, self.epoch = target.split("+"), ()
 
     def __call__(self, name: str, where: tuple) -> None:
         if name == "epoch":
             self.epoch = where
         elif name == "batch":
             where = (*self.epoch, *where)
-        if self.target == ":".join([name, *map(str, where)]):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if self.targets[0] == ":".join([name, *map(str, where)]):
+            self.targets.pop(0)
+            if not self.targets:
+                os.kill(os.getpid(), signal.SIGKILL)
 
 
 if os.environ.get("LURE_FAST_FAULT"):

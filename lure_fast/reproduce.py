@@ -1,170 +1,178 @@
-"""``lure-fast reproduce NAME``: a table of the paper as one resumable command, our mean ± std beside the
-paper's numbers, and every way the run deviates from the paper's protocol.
+"""``lure-fast reproduce NAME``: a table or figure of the paper as one resumable command, our mean ± std
+beside the paper's numbers, and every way the runs deviate from the paper's protocol.
 
-Each row of a table (a dataset) is one ``compare`` over the table's methods and seeds in
-``DIR/<table>/<dataset>/``; finished runs are skipped and killed ones resumed, so the same command again
-continues where it stopped. ``DIR/report.md`` holds the tables. The paper's numbers (SPEC §6) are typed in
-from the paper with their table number.
+The tables' rows and the paper's values live in ``paper.py``. Each row's stream is one folder of runs,
+``DIR/<stream>/<variant>[/seed-<s>]`` (``DIR/table1/cifar10/lure/seed-0``), shared by every table and
+figure that needs the same runs (Table 9's 0 % row is Table 6's ResNet-18 row); each is one ``compare``,
+so finished runs are skipped and killed ones resumed, and the same command again continues where it
+stopped. Figures 2 to 5 evaluate Table 6's ResNet-18 runs with ``lure-fast evaluate`` (``DIR/evaluate``,
+repeated only when something is missing). ``DIR/report.md`` and ``DIR/report.html`` (figures embedded)
+hold the result; ``reproduce_report.py`` writes them.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import statistics
 from pathlib import Path
 
 from . import config as C
+from . import paper as P
 
-# SPEC §6: ResNet-18, test accuracy % and CER, the paper's means
-PAPER = {
-    "table1": {"title": "Table 1: full replay, t = 8", "settings": {"replay": "full"},
-               "rows": {"cifar10": {"bl": (89.47, 11760), "llf": (91.43, 10103), "sp": (91.76, 10206),
-                                    "lure": (93.32, 9622)},
-                        "cifar100": {"bl": (62.96, 39010), "llf": (67.04, 34575), "sp": (64.48, 36303),
-                                     "lure": (69.60, 33037)}}},
-    "table2": {"title": "Table 2: buffer replay, t = 8", "settings": {"replay": "buffer"},
-               "rows": {"cifar10": {"bl": (88.01, 15784), "llf": (87.51, 15045), "sp": (84.62, 15549),
-                                    "lure": (89.8, 13629)}}},
-    "table3": {"title": "Table 3: no replay, t = 8", "settings": {"replay": "none"},
-               "rows": {"cifar10": {"bl": (80.86, 16789), "llf": (86.11, 15294), "sp": (81.92, 16133),
-                                    "lure": (88.96, 13953)}}},
-    "table6": {"title": "Table 6: full replay, t = 4", "settings": {"replay": "full"}, "half_megabatches": True,
-               "rows": {"cifar10": {"bl": (89.31, 5657), "llf": (91.80, 5466), "sp": (90.50, 5667),
-                                    "lure": (93.73, 4409)}}},
-}
-NAMES = (*PAPER, "all")
-NOT_YET = ("table4", "table5", "table7", "table8", "table9", "fig2", "fig3", "fig4", "fig5", "fig6")
-SCALES = {"paper": "paper", "small": "small", "tiny": "tiny"}  # scale -> preset
-METHODS = ("bl", "lure", "sp", "llf")
-DATA_FLAG = {"cifar10": "--data", "cifar100": "--data-cifar100"}
+NAMES = (*P.TABLES, *P.FIGURES, "all")
+SCALES = ("paper", "small", "tiny")  # each the preset of that name
+EVAL_DIR = "evaluate"
 
 
-def tables(name: str) -> list[str]:
-    if name in NOT_YET:
-        raise C.ConfigError(f"reproduce {name}: not available yet (it needs the evaluations or grids of issues 13 "
-                            f"and 15); available: {', '.join(NAMES)}")
+def targets(name: str) -> tuple[list[str], list[str]]:
+    """The tables and figures ``name`` stands for."""
     if name not in NAMES:
         raise C.ConfigError(f"reproduce {name}: unknown; choose one of {', '.join(NAMES)}")
-    return list(PAPER) if name == "all" else [name]
+    if name == "all":
+        return list(P.TABLES), list(P.FIGURES)
+    return ([name], []) if name in P.TABLES else ([], [name])
 
 
-def row_settings(table: str, scale: str, profile: str, data: str | None) -> dict:
-    """The explicit settings of one row's runs (method and seed aside)."""
-    spec = PAPER[table]
-    preset = SCALES[scale]
-    explicit = {"preset": preset, "profile": profile, **spec["settings"]}
+def megabatches(row: P.Row, scale: str, data: str | None) -> dict:
+    """The row's mega-batch count and size at ``scale``: the paper's at ``paper`` (size = training set // t,
+    or the few-shot images // t); at a smaller scale, the preset's images cut into t x (the preset's t / 8)
+    mega-batches (at least 2, of at least 10 images), so a longer stream keeps its shape."""
+    shots_total = None if row.shots is None else row.shots * P.DATASETS[row.dataset]["classes"]
+    if scale == "paper":
+        return {"megabatches": row.t} | ({} if shots_total is None else {"megabatch_size": shots_total // row.t})
+    base = C.resolve({"preset": scale, "method": "bl", **({"data": data} if data else {})})
+    total = base.megabatches * base.megabatch_size
+    if shots_total is not None:
+        total = min(total, shots_total)
+    t = min(max(2, round(row.t * base.megabatches / 8)), total // 10)
+    return {"megabatches": t, "megabatch_size": total // t}
+
+
+def stream_settings(row: P.Row, scale: str, profile: str, data: str | None) -> dict:
+    """The explicit settings every run of the row's stream shares (method, variant and seed aside)."""
+    explicit = {"preset": scale, "profile": profile, "replay": row.replay, **megabatches(row, scale, data)}
     if data is not None:
         explicit["data"] = data
-    if spec.get("half_megabatches"):  # the same images in half as many mega-batches (8 x 6,250 -> 4 x 12,500)
-        base = C.resolve({**explicit, "method": "bl"})
-        t = max(2, base.megabatches // 2)
-        explicit["megabatches"] = t
-        if base.megabatch_size is not None:
-            explicit["megabatch_size"] = base.megabatches * base.megabatch_size // t
+    if row.arch != "resnet18":
+        explicit["arch"] = row.arch
+    if row.label_noise:
+        explicit["label_noise"] = row.label_noise
+    if row.shots is not None:
+        explicit["shots"] = row.shots
     return explicit
 
 
-def _cell(values: list[float], spec: str) -> str:
-    mean = statistics.fmean(values)
-    return format(mean, spec) if len(values) < 2 else f"{format(mean, spec)} ± {format(statistics.stdev(values), spec)}"
+def data_of(args: argparse.Namespace, dataset: str) -> str | None:
+    return {"cifar10": args.data, "cifar100": args.data_cifar100,
+            "rimagenet": getattr(args, "data_rimagenet", None)}[dataset]
 
 
-def report(out: str, names: list[str], scale: str, profile: str, seeds: list[int], results: dict,
-           missing: dict) -> str:
-    """Markdown: the scale and profile first, then per table our values, the paper's and the difference."""
-    lines = [f"# lure-fast reproduce: scale {scale}, profile {profile}, seeds {', '.join(map(str, seeds))}", ""]
-    deviations = []
-    if scale != "paper":
-        deviations.append(f"scale `{scale}` (the `{SCALES[scale]}` preset's stream, network and epochs), not the "
-                          "paper's: absolute numbers are not comparable, the ordering and the gaps are what to read")
-    if profile != "paper":
-        deviations.append(f"profile `{profile}`: the published code's behaviour (docs/protocol.md)")
-    streams = []
-    for name in names:
-        spec = PAPER[name]
-        lines += [f"## {spec['title']}", "",
-                  "| data | method | test acc (ours) | paper | ours − paper | CER (ours) | paper | ours − paper |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for dataset, paper_rows in spec["rows"].items():
-            if (name, dataset) in missing:
-                lines.append(f"| {dataset} | not run | | | | | | {missing[(name, dataset)]} |")
-                continue
-            bl = results[(name, dataset)]["bl"][0]
-            c, mb1 = bl["config"], bl["megabatches"][0]
-            streams.append(f"{spec['title'].split(':')[0]}, {dataset}: {c['megabatches']} mega-batches of "
-                           f"{mb1['train_size'] + mb1['val_size']}, {c['replay']} replay, {c['epochs']} epochs, "
-                           f"{c['arch']} width {c['width']}")
-            for method, (p_acc, p_cer) in paper_rows.items():
-                rs = results[(name, dataset)][method]
-                acc = [r["summary"]["test_acc"] for r in rs]
-                cer = [r["summary"]["cer"] for r in rs]
-                lines.append(f"| {dataset} | {method_label(rs[0])} | {_cell(acc, '.2f')} | {p_acc:.2f} | "
-                             f"{statistics.fmean(acc) - p_acc:+.2f} | {_cell(cer, '.0f')} | {p_cer} | "
-                             f"{statistics.fmean(cer) - p_cer:+.0f} |")
-            first = results[(name, dataset)]["bl"][0]
-            data_name = first.get("dataset", {}).get("name", dataset)
-            if data_name != dataset:
-                deviations.append(f"{spec['title'].split(':')[0]}, row {dataset}: ran on `{data_name}`")
-            if first.get("dataset", {}).get("layout") == "imagefolder":
-                deviations.append(f"{spec['title'].split(':')[0]}, row {dataset}: images read from an ImageFolder "
-                                  "(the project's CIFAR-10 copy is JPEG, quality 75), not the released pickles")
-        lines.append("")
-    for (name, dataset), why in missing.items():
-        deviations.append(f"{PAPER[name]['title'].split(':')[0]}, row {dataset}: not run ({why})")
-    lines += ["## What ran", ""] + [f"- {x}" for x in streams] + [""]
-    lines += ["## Deviations from the paper", ""] + [f"- {d}" for d in dict.fromkeys(deviations)] + \
-             ([] if deviations else ["- none"])
-    return "\n".join(lines) + "\n"
+def plan(tables: list[str], figures: list[str]) -> dict[str, dict]:
+    """``{stream folder: {"row": Row, "variants": {key: Variant}}}``: every run the tables and figures need,
+    each stream once with the union of its variants."""
+    rows: list[tuple[P.Row, tuple]] = []
+    for t in tables:
+        rows += [(r, tuple(v for v, _ in r.variants)) for r in P.TABLES[t].rows]
+    for f in figures:
+        for part in P.FIGURES[f].parts:
+            if part[0] == "evaluate":
+                rows.append((P.EVAL_ROW, tuple(v for v, _ in P.EVAL_ROW.variants)))
+            elif part[0] == "noise":
+                rows += [(r, tuple(v for v, _ in r.variants)) for r in P.TABLES["table9"].rows]
+            else:  # grid
+                rows.append((P.GRID_ROW, tuple(v for v, _ in P.GRID_ROW.variants if v.method in part[1])))
+    streams: dict[str, dict] = {}
+    for row, variants in rows:
+        s = streams.setdefault(row.stream, {"row": row, "variants": {}})
+        s["variants"].update({v.key: v for v in variants})
+    return streams
 
 
-def method_label(result: dict) -> str:
-    from .report import method_label as label
-    return label(result)
+def evaluations(figures: list[str]) -> list[str]:
+    return sorted({part[1] for f in figures for part in P.FIGURES[f].parts if part[0] == "evaluate"})
+
+
+def run_folder(out: str, stream: str, key: str, seed: int, seeds: list[int]) -> str:
+    return os.path.join(out, stream, key, *([f"seed-{seed}"] if len(seeds) > 1 else []))
 
 
 def reproduce(args: argparse.Namespace, compare) -> int:
-    """Run every row of the named table(s) through ``compare(args, out, methods, seeds, cfgs)`` (the CLI's)
-    and write ``report.md``."""
-    import json
-
+    """Run every stream the named tables and figures need through ``compare(args, out, keys, seeds, cfgs)``
+    (the CLI's), evaluate for the figures, and write ``report.md`` and ``report.html``."""
     from .checkpoint import atomic_write
+    from .reproduce_report import render
     from .rundir import prepare_out, run_entries
-    names = tables(args.name)
+    tables, figures = targets(args.name)
     if args.scale not in SCALES:
         raise C.ConfigError(f"--scale {args.scale}: unknown; choose one of {', '.join(SCALES)}")
     seeds = args.seeds or [0, 1, 2]
-    data = {"cifar10": args.data, "cifar100": args.data_cifar100}
-    plan, missing = {}, {}
-    for name in names:
-        for dataset in PAPER[name]["rows"]:
-            path = data[dataset]
-            if path is None and not (args.scale == "tiny" and dataset == "cifar10"):
-                missing[(name, dataset)] = f"pass {DATA_FLAG[dataset]} DIR"
-                continue
-            explicit = {**row_settings(name, args.scale, args.profile, path), "device": args.device}
-            # every run's settings validated before any compute
-            plan[(name, dataset)] = {(m, s): C.resolve({**explicit, "method": m, "seed": s})
-                                     for m in METHODS for s in seeds}
+    if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
+        raise C.ConfigError(f"--seeds {','.join(map(str, seeds))}: give distinct seeds >= 0, e.g. --seeds 0,1,2")
+    fields = {f.name for f in C.fields()}
+    todo, missing = {}, {}
+    for stream, item in plan(tables, figures).items():
+        row = item["row"]
+        path = data_of(args, row.dataset)
+        if path is None and not (args.scale == "tiny" and row.dataset == "cifar10"):
+            missing[stream] = f"pass {P.DATASETS[row.dataset]['flag']} DIR"
+            continue
+        explicit = {**stream_settings(row, args.scale, args.profile, path), "device": args.device}
+        if set(explicit) - fields:  # a setting this build lacks
+            missing[stream] = f"needs --{'-'.join(sorted(set(explicit) - fields))}, which this version lacks"
+            continue
+        # every run's settings validated before any compute
+        todo[stream] = {(v.key, s): C.resolve({**explicit, **dict(v.settings), "method": v.method, "seed": s})
+                        for v in item["variants"].values() for s in seeds}
+    what = evaluations(figures)
+    if what and P.EVAL_ROW.stream in missing:
+        missing[EVAL_DIR] = missing[P.EVAL_ROW.stream]
     lock = prepare_out(args.out, bool(run_entries(args.out)), False)
     try:
-        results = {}
-        for (name, dataset), cfgs in plan.items():
-            out = os.path.join(args.out, name, dataset)
-            row = prepare_out(out, bool(run_entries(out)), False)  # refuses a folder of other settings below
+        for stream, cfgs in todo.items():
+            out = os.path.join(args.out, stream)
+            row = prepare_out(out, bool(run_entries(out)), False)
             try:
-                print(f"[reproduce] {PAPER[name]['title']}, {dataset}: {len(cfgs)} runs in {out}")
+                keys = list(dict.fromkeys(k for k, _ in cfgs))
+                print(f"[reproduce] {stream}: {len(cfgs)} runs ({', '.join(keys)}) in {out}")
                 ns = argparse.Namespace(**{**vars(args), "resume": True, "overwrite": False, "evaluate": None})
-                compare(ns, out, list(METHODS), seeds, cfgs)
+                compare(ns, out, keys, seeds, cfgs)
             finally:
                 row.release()
-            folders = {(m, s): os.path.join(out, m, *([f"seed-{s}"] if len(seeds) > 1 else [])) for m in METHODS
-                       for s in seeds}
-            results[(name, dataset)] = {m: [json.loads(Path(folders[(m, s)], "results.json").read_text())
-                                            for s in seeds] for m in METHODS}
-        md = report(args.out, names, args.scale, args.profile, seeds, results, missing)
+        results = {(stream, key): [json.loads(Path(run_folder(args.out, stream, key, s, seeds),
+                                                   "results.json").read_text()) for s in seeds]
+                   for stream, cfgs in todo.items() for key in dict.fromkeys(k for k, _ in cfgs)}
+        ev = None
+        if what and EVAL_DIR not in missing:
+            ev = evaluate_runs(args, what, seeds)
+        md, html = render(args, tables, figures, seeds, results, missing, ev)
         atomic_write(os.path.join(args.out, "report.md"), md.encode())
+        atomic_write(os.path.join(args.out, "report.html"), html.encode())
         print(md)
-        print(f"report.md in {args.out}")
+        print(f"report.md and report.html in {args.out}")
     finally:
         lock.release()
     return 0
+
+
+def evaluate_runs(args: argparse.Namespace, what: list[str], seeds: list[int]) -> dict:
+    """``lure-fast evaluate`` of the four methods' runs of Table 6's ResNet-18 row into ``DIR/evaluate``;
+    an ``eval.json`` there that already covers these runs and evaluations is read instead."""
+    from .evaluate import EVAL_JSON, evaluate
+    from .cli import set_threads
+    out = os.path.join(args.out, EVAL_DIR)
+    dirs = [os.path.dirname(run_folder(args.out, P.EVAL_ROW.stream, v.key, seeds[0], seeds)) if len(seeds) > 1
+            else run_folder(args.out, P.EVAL_ROW.stream, v.key, seeds[0], seeds) for v, _ in P.EVAL_ROW.variants]
+    want = {os.path.abspath(run_folder(args.out, P.EVAL_ROW.stream, v.key, s, seeds))
+            for v, _ in P.EVAL_ROW.variants for s in seeds}
+    path = os.path.join(out, EVAL_JSON)
+    if os.path.isfile(path):
+        old = json.loads(Path(path).read_text())
+        have = {os.path.abspath(r["folder"]) for r in old.get("runs", [])}
+        if have == want and set(what) <= set(old.get("what", [])):
+            print(f"[reproduce] {path}: the evaluations are there already")
+            return old
+        what = sorted(set(what) | set(old.get("what", [])) if have == want else set(what))
+    set_threads(args.threads)
+    print(f"[reproduce] evaluating {len(want)} runs ({', '.join(what)}) into {out}")
+    return evaluate(dirs, what, out=out, device=args.device, quiet=args.quiet,
+                    corruptions=getattr(args, "corruptions", None))

@@ -38,6 +38,7 @@ def run(cfg: C.RunConfig, out: str, resume: bool = False, overwrite: bool = Fals
     folder = RunFolder(out, cfg, resume, overwrite)
     if (done := folder.finished()) is not None:
         return done
+    faults.run_started()
     ckpt = folder.checkpoint()
     s = prepare(cfg, device, notes=ckpt is None)
     trainer = Trainer(s.model, cfg, device)
