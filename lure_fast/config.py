@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .methods import METHODS
 from .models import ARCHS
-from .stream import REPLAYS
+from .stream import REPLAYS, SHOTS_DRAWS
 
 IMPORTANCES = ("snip", "fim", "magnitude", "random")
 SCOPES = ("paper", "code")
@@ -51,8 +51,11 @@ PRESETS: dict[str, dict] = {
 # with gamma=1, while LURE_main.py is run with --gamma 0.1)
 AUTHORS = {"reinit_scope": "code", "importance_batches": "code", "importance_data": "code", "sp_lambda": 0.3,
            "val_augment": True, "cold_momentum": "keep", "buffer_size": 182, "val_pool": "code",
-           "buffer_draws": "code", "vgg": "code"}
+           "buffer_draws": "code", "vgg": "code", "shots_draw": "code"}
 AUTHORS_BY_METHOD = {"bl": {"lr_gamma": 1.0}}
+# profile settings that qualify another setting, applied only where that one is set: a run without --shots keeps
+# shots_draw at its default, so a run saved before shots_draw existed still matches its settings on --resume
+QUALIFIES = {"shots_draw": "shots"}
 
 
 def profile_settings(profile: str, method: str) -> dict:
@@ -99,6 +102,12 @@ class RunConfig:
     shuffle: bool | None = setting(None, "permute the training set with the seed before cutting mega-batches "
                                          "(default: natural order for torchvision's CIFAR folders, as SPEC §1 and "
                                          "the authors' code; permuted for ImageFolder trees and the digits)", D)
+    shots: int | None = setting(None, "few-shot: keep N training images per class (all of a class with fewer) "
+                                      "before the stream is cut, so train and validation come from them (default: "
+                                      "every image)", D, lo=1, paper="270 (Table 5)")
+    shots_draw: str = setting("paper", "which N images --shots keeps: paper = drawn at random per class with the "
+                                       "seed; code = the first N of each class in the data's order (the authors' "
+                                       "to_few_shot)", D, choices=SHOTS_DRAWS)
     label_noise: float = setting(0.0, "replace each training and validation label, with this probability, by a "
                                       "uniformly drawn class (seeded, fixed for the run; the test set stays clean)",
                                  D, lo=0, hi=1, paper=0.0)
@@ -216,7 +225,9 @@ def resolve(explicit: dict) -> RunConfig:
     if profile not in PROFILES:
         raise ConfigError(f"--profile {profile}: unknown; choose one of {', '.join(PROFILES)}")
     method = explicit.get("method", PRESETS[preset].get("method", RunConfig.method))
-    values = {**PRESETS[preset], **profile_settings(profile, method), **explicit, "preset": preset}
+    chosen = {k: v for k, v in profile_settings(profile, method).items()
+              if k not in QUALIFIES or {**PRESETS[preset], **explicit}.get(QUALIFIES[k]) is not None}
+    values = {**PRESETS[preset], **chosen, **explicit, "preset": preset}
     if isinstance(values.get("lr_milestones"), list):
         values["lr_milestones"] = tuple(values["lr_milestones"])
     cfg = RunConfig(**values)

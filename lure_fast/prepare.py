@@ -12,7 +12,7 @@ from . import config as C
 from .label_noise import with_label_noise
 from .methods import derive_seed, seeded
 from .models import CIFAR10_MEAN, CIFAR10_STD, build_model
-from .stream import MegaBatch, Stream, make_stream
+from .stream import MegaBatch, Stream, few_shot_indices, make_stream
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
@@ -73,18 +73,19 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     if device.type == "cpu":
         keep_freed_memory()
     dataset = load_dataset(cfg.dataset, cfg.data, cfg.image_size)  # image files stay on disk until decoded
+    clean = dataset.train  # --shots picks its images by their true classes, before any label noise
     dataset, noise = with_label_noise(dataset, cfg.label_noise, cfg.seed)  # train and validation only
     loader_name, note = choose_loader(cfg, dataset, device)
     if note and notes:
         print(f"lure-fast: note: {note}", file=sys.stderr)
     # a stream the listed files cannot fill fails now, not after a long .beton write (unreadable files,
     # found by decoding, can only make the training set smaller)
-    build_stream(cfg, dataset, dataset.train.listed)
+    build_stream(cfg, dataset, dataset.train.listed, listed_labels(clean) if cfg.shots is not None else None)
     # channels-last on CUDA only: on the CPU (torch 2.14.1, AVX512-BF16), bf16 autocast over a channels-last
     # ResNet corrupts the heap in backward for some batch sizes (13 or 5 images, say); NCHW bf16 does not
     channels_last = device.type == "cuda"
     backend = make_backend(loader_name, dataset, device, channels_last)  # ffcv: the .beton files, written once
-    stream = build_stream(cfg, dataset)  # the split sizes are known once unreadable files are
+    stream = build_stream(cfg, dataset, labels=true_labels(clean, dataset.train) if cfg.shots is not None else None)
     mean, std = data_stats(dataset, backend)
     c, _, _ = dataset.image_shape
     with seeded(derive_seed(cfg.seed, 0), torch.device("cpu")):  # the same initial weights on any device
@@ -125,16 +126,45 @@ def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:
     return "ffcv", None
 
 
-def build_stream(cfg, dataset, n: int | None = None) -> Stream:
-    """The mega-batches over ``dataset``'s training split (of ``n`` samples: by default its length)."""
+def build_stream(cfg, dataset, n: int | None = None, labels: np.ndarray | None = None) -> Stream:
+    """The mega-batches over ``dataset``'s training split (of ``n`` samples: by default its length); with
+    ``--shots``, over the images it keeps, chosen by ``labels`` (by default the split's own, one per sample;
+    the split sizes are known once unreadable files are)."""
+    keep = None
+    if cfg.shots is not None:
+        labels = dataset.train.labels.numpy() if labels is None else labels
+        keep = few_shot_indices(labels, cfg.shots, cfg.shots_draw, cfg.seed)
+        n = len(keep)
     n = len(dataset.train) if n is None else n
     size = cfg.megabatch_size or n // cfg.megabatches
+    if keep is not None and cfg.megabatches * size > n:
+        raise C.ConfigError(f"--shots {cfg.shots} keeps {n} training images ({cfg.shots} per class, fewer where a "
+                            f"class has fewer), but --megabatches {cfg.megabatches} x --megabatch-size {size} needs "
+                            f"{cfg.megabatches * size}; raise --shots, or lower --megabatches or --megabatch-size")
     try:
         return make_stream(n, cfg.megabatches, size, cfg.replay, cfg.buffer_size,
                            cfg.importance_fraction, cfg.seed, cfg.shuffled(dataset.layout), cfg.val_pool,
-                           cfg.buffer_draws)
+                           cfg.buffer_draws, keep)
     except ValueError as e:
         raise C.ConfigError(str(e)) from None
+
+
+def listed_labels(split) -> np.ndarray:
+    """The labels of every listed training sample, readable or not, without decoding an image."""
+    samples = getattr(split, "samples", None)  # a file list (loaders.sources.FileSplit)
+    if samples is not None:
+        return np.array([label for _, label in samples], dtype=np.int64)
+    return split.labels.numpy()
+
+
+def true_labels(clean, served) -> np.ndarray:
+    """The labels before ``--label-noise`` (of ``clean``) at the positions of the split the run serves
+    (``served``: its readable images), so that --shots keeps the same images with and without noise."""
+    if clean is served:  # no label noise
+        return served.labels.numpy()
+    if len(served) == clean.listed:  # every listed image readable: the positions are the listed ones
+        return listed_labels(clean)
+    return clean.labels.numpy()  # unreadable files and label noise: decoding the clean list aligns them (rare)
 
 
 def data_stats(dataset, backend) -> tuple[tuple, tuple]:

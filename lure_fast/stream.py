@@ -17,6 +17,12 @@ Replay modes: ``full`` (M_1 u ... u M_i), ``none`` (M_i), ``window`` (M_{i-1} u 
 (M_i plus a buffer that, after every mega-batch, receives ``buffer_size`` random train and
 ``buffer_size`` random validation samples of that mega-batch; ``buffer_draws="code"``: drawn instead
 from the mega-batch's whole lists, buffer included, as the authors' code does, so repeats accumulate).
+
+Few-shot (``--shots N``, the paper's Table 5): :func:`few_shot_indices` keeps N training images per class
+(``paper``: drawn with the seed; ``code``: the first N of each class, as the authors' ``to_few_shot``), and
+``make_stream(..., keep=...)`` cuts the stream from those images alone: positions in the kept list are
+permuted and cut as above (``val_pool="code"`` at 90 % of the kept images), then mapped back to indices of
+the training split.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 REPLAYS = ("full", "none", "buffer", "window")
+SHOTS_DRAWS = ("paper", "code")
+SHOTS_STREAM = 0x5407  # the few-shot draw's own stream under the run's seed
 
 
 @dataclass
@@ -63,14 +71,42 @@ def code_val_start(n_samples: int) -> int:
     return n_samples - n_samples // 10
 
 
+def few_shot_indices(labels: np.ndarray, per_class: int, draw: str = "paper", seed: int = 0) -> np.ndarray:
+    """Indices (sorted: the split's own order) of ``per_class`` samples of every class in ``labels``, all of
+    a class that has fewer. ``draw="paper"``: drawn at random per class from a generator keyed by ``seed``;
+    ``"code"``: the first ``per_class`` of each class in the split's order (the authors' ``to_few_shot``)."""
+    if per_class < 1:
+        raise ValueError(f"few-shot needs at least 1 sample per class, got {per_class}")
+    if draw not in SHOTS_DRAWS:
+        raise ValueError(f"--shots-draw {draw}: unknown; choose one of {', '.join(SHOTS_DRAWS)}")
+    labels = np.asarray(labels)
+    rng = np.random.default_rng([seed, SHOTS_STREAM])
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) <= per_class:
+            keep.append(idx)
+        elif draw == "code":
+            keep.append(idx[:per_class])
+        else:
+            keep.append(rng.choice(idx, size=per_class, replace=False))
+    return np.sort(np.concatenate(keep)).astype(np.int64) if keep else np.empty(0, dtype=np.int64)
+
+
 def make_stream(n_samples: int, megabatches: int, megabatch_size: int, replay: str = "full",
                 buffer_size: int = 186, importance_fraction: float = 0.2, seed: int = 0,
-                shuffle: bool = True, val_pool: str = "paper", buffer_draws: str = "paper") -> Stream:
+                shuffle: bool = True, val_pool: str = "paper", buffer_draws: str = "paper",
+                keep: np.ndarray | None = None) -> Stream:
     """Index sets of every mega-batch over a training split of ``n_samples`` samples.
+
+    ``keep`` (few-shot): the split's indices the stream is cut from, ``n_samples`` of them; the stream is
+    built over their positions and every index set mapped back to the split's indices.
 
     Deterministic for ``seed``: the permutation, the buffer draws and the importance subsets come from
     generators keyed by the seed (and the mega-batch index), not from global random state.
     """
+    if keep is not None and len(keep) != n_samples:
+        raise ValueError(f"keep holds {len(keep)} indices, not n_samples = {n_samples}")
     if replay not in REPLAYS:
         raise ValueError(f"--replay {replay}: unknown; choose one of {', '.join(REPLAYS)}")
     if megabatches < 1 or megabatch_size < 2:
@@ -110,4 +146,10 @@ def make_stream(n_samples: int, megabatches: int, megabatch_size: int, replay: s
             src_t, src_v = (nt, nv) if buffer_draws == "paper" else (train, val)  # code: buffer included
             buf_train = np.concatenate([buf_train, rng.choice(src_t, size=min(buffer_size, len(src_t)), replace=False)])
             buf_val = np.concatenate([buf_val, rng.choice(src_v, size=min(buffer_size, len(src_v)), replace=False)])
-    return Stream(out, replay, megabatch_size, seed, {"n_train": n_train, "n_val": n_val})
+    meta = {"n_train": n_train, "n_val": n_val}
+    if keep is not None:  # positions in the kept list -> indices of the split (the draws above are unchanged)
+        keep = np.asarray(keep, dtype=np.int64)
+        out = [MegaBatch(m.index, keep[m.train], keep[m.val], keep[m.importance], keep[m.new_train],
+                         keep[m.new_val]) for m in out]
+        meta["kept"] = len(keep)
+    return Stream(out, replay, megabatch_size, seed, meta)

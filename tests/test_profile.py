@@ -187,3 +187,12 @@ def test_the_authors_profile_sets_the_stream_layout():
     c = cfg("bl", replay="buffer")
     assert (c.val_pool, c.buffer_draws) == ("code", "code")
     assert (C.resolve({"data": "x"}).val_pool, C.resolve({"data": "x"}).buffer_draws) == ("paper", "paper")
+
+
+def test_the_authors_profile_keeps_the_first_shots_of_each_class_where_shots_is_given():
+    c = cfg("lure", shots=270)
+    assert (c.shots, c.shots_draw) == (270, "code")                          # their to_few_shot: the first N
+    assert C.resolve({"data": "x", "shots": 270}).shots_draw == "paper"      # the paper: drawn with the seed
+    assert cfg("lure", shots=270, shots_draw="paper").shots_draw == "paper"  # a flag still wins
+    # without --shots the profile leaves it at its default: a run saved before the setting existed still resumes
+    assert cfg("lure").shots_draw == "paper"
