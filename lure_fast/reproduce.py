@@ -67,6 +67,25 @@ def data_of(args: argparse.Namespace, dataset: str) -> str | None:
             "rimagenet": getattr(args, "data_rimagenet", None)}[dataset]
 
 
+def check_data(row: P.Row, path: str, explicit: dict, opened: dict) -> None:
+    """Before any compute: ``path`` holds the row's data set (its number of classes) and enough training
+    images for the stream (one line naming the flag and the fix otherwise)."""
+    from .loaders import load_dataset
+    spec = P.DATASETS[row.dataset]
+    if path not in opened:
+        name = "restricted_imagenet" if row.dataset == "rimagenet" else None
+        opened[path] = load_dataset(name, path)
+    ds = opened[path]
+    if ds.num_classes != spec["classes"]:
+        raise C.ConfigError(f"{spec['flag']} {path}: holds {ds.num_classes} classes, but {spec['title']} has "
+                            f"{spec['classes']}; point {spec['flag']} at {spec['title']}")
+    size = explicit.get("megabatch_size")
+    need = explicit["megabatches"] * size if size else explicit["megabatches"] * 10
+    if len(ds.train) < need:
+        raise C.ConfigError(f"{spec['flag']} {path}: {len(ds.train)} training images, but `{row.stream}` at this "
+                            f"scale needs {need}; pass the whole {spec['title']} training set")
+
+
 def plan(tables: list[str], figures: list[str]) -> dict[str, dict]:
     """``{stream folder: {"row": Row, "variants": {key: Variant}}}``: every run the tables and figures need,
     each stream once with the union of its variants."""
@@ -109,7 +128,7 @@ def reproduce(args: argparse.Namespace, compare) -> int:
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         raise C.ConfigError(f"--seeds {','.join(map(str, seeds))}: give distinct seeds >= 0, e.g. --seeds 0,1,2")
     fields = {f.name for f in C.fields()}
-    todo, missing = {}, {}
+    todo, missing, opened = {}, {}, {}
     for stream, item in plan(tables, figures).items():
         row = item["row"]
         path = data_of(args, row.dataset)
@@ -120,6 +139,8 @@ def reproduce(args: argparse.Namespace, compare) -> int:
         if set(explicit) - fields:  # a setting this build lacks
             missing[stream] = f"needs --{'-'.join(sorted(set(explicit) - fields))}, which this version lacks"
             continue
+        if path is not None:
+            check_data(row, path, explicit, opened)
         # every run's settings validated before any compute
         todo[stream] = {(v.key, s): C.resolve({**explicit, **dict(v.settings), "method": v.method, "seed": s})
                         for v in item["variants"].values() for s in seeds}

@@ -206,3 +206,30 @@ def test_compare_over_finished_runs_claims_no_throughput(tmp_path, capsys):
     assert main([*args, "--resume"]) == 0
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "All 2 runs were finished already: nothing trained now." in table and "images/s" not in table
+
+
+def _image_folder(root: Path, classes: int, per_class: int) -> str:
+    from PIL import Image
+    import numpy as np
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return str(root)
+
+
+@pytest.mark.parametrize("classes,per_class,flag,needle", [
+    (3, 30, "--data", "holds 3 classes, but CIFAR-10 has 10"),
+    (10, 30, "--data-cifar100", "holds 10 classes, but CIFAR-100 has 100"),
+    (10, 5, "--data", "50 training images, but `table1/cifar10` at this scale needs 200")])
+def test_data_that_lacks_what_the_table_needs_is_refused_before_any_run(tmp_path, capsys, classes, per_class,
+                                                                        flag, needle):
+    data = _image_folder(tmp_path / "data", classes, per_class)
+    args = ["reproduce", "table1", *TINY, flag, data, "--out", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err and flag in err
+    assert not (tmp_path / "r").exists()
