@@ -154,8 +154,8 @@ class RunConfig:
     momentum: float = setting(0.9, "SGD momentum", T, lo=0, hi=1, hi_open=True, paper=0.9)
     weight_decay: float = setting(1e-4, "SGD weight decay", T, lo=0, paper=1e-4)
     augment: bool = setting(True, "random flips and pad-4 crops while training", T, paper=True)
-    val_augment: bool = setting(False, "augment the validation images that pick the best epoch (the authors' "
-                                       "code does)", T)
+    val_augment: bool = setting(False, "augment the validation images that pick the best epoch as the training "
+                                       "images (the authors' code does; nothing under --no-augment)", T)
     # execution
     seed: int = setting(0, "seed of the stream, the initial weights and every draw", X, lo=0)
     device: str = setting("auto", "auto (CUDA when present) | cpu | cuda", X, choices=("auto", "cpu", "cuda"))

@@ -93,16 +93,19 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     init_state = [t.clone().to(device) for t in model.state_dict().values()] if cfg.method == "cold" else None
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     first = stream[0]
-    val = backend.loader("train", first.val, cfg.eval_batch_size, augment=cfg.val_augment, seed=cfg.seed)
+    # the authors' validation and SNIP images are subsets of their training set, so they go through its
+    # augmentation: none when training has none (--no-augment)
+    val_aug = cfg.val_augment and cfg.augment
+    val = backend.loader("train", first.val, cfg.eval_batch_size, augment=val_aug, seed=cfg.seed)
     return Setup(dataset, loader_name, stream, model, init_state,
                  train=backend.loader("train", first.train, cfg.batch_size, augment=cfg.augment, shuffle=True,
                                       seed=cfg.seed),
                  val=val,
                  test=backend.loader("test", np.arange(len(dataset.test)), cfg.eval_batch_size, seed=cfg.seed),
                  importance=backend.loader("train", first.importance, cfg.importance_batch_size,
-                                           augment=cfg.importance_data == "code", seed=cfg.seed),
+                                           augment=cfg.importance_data == "code" and cfg.augment, seed=cfg.seed),
                  clean=backend.loader("train", first.train, cfg.eval_batch_size, seed=cfg.seed)
-                 if cfg.val_augment else val, label_noise=noise)
+                 if val_aug else val, label_noise=noise)
 
 
 def choose_loader(cfg, dataset, device: torch.device) -> tuple[str, str | None]:

@@ -88,6 +88,15 @@ def test_augmented_validation_picks_the_epoch_but_the_gap_uses_clean_images():
     assert not paper.val.augment and paper.clean is paper.val
 
 
+def test_validation_and_snip_images_are_augmented_only_as_the_training_images_are():
+    """The authors' validation and SNIP images are subsets of their (augmented) training set: under
+    --no-augment neither is augmented (the small preset trains without augmentation)."""
+    _, s = tiny_setup(val_augment=True, importance_data="code", augment=False)
+    assert not s.train.augment and not s.val.augment and not s.importance.augment and s.clean is s.val
+    _, s = tiny_setup(val_augment=True, importance_data="code", augment=True)
+    assert s.train.augment and s.val.augment and s.importance.augment
+
+
 def test_measure_reads_the_training_accuracy_from_clean_images():
     class Counter:
         def __init__(self):
