@@ -233,3 +233,25 @@ def test_data_that_lacks_what_the_table_needs_is_refused_before_any_run(tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err and flag in err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_grid_figure_from_synthetic_runs(tmp_path):
+    """Figure 6's table and heatmap from results made up per cell (accuracy = 100 x lr + 1000 x wd), and the
+    paper's two stated points beside ours."""
+    from lure_fast import reproduce_report as RR
+    results = {}
+    for v, _ in P.GRID_ROW.variants:
+        s = dict(v.settings)
+        acc = 100 * s["lr"] + 1000 * s["weight_decay"] + (1 if v.method == "lure" else 0)
+        results[(P.GRID_ROW.stream, v.key)] = [{"summary": {"test_acc": acc}}, {"summary": {"test_acc": acc + 2}}]
+    blocks = RR.grid_blocks(str(tmp_path), "fig6", P.METHODS, results, {}, P.FIGURES["fig6"])
+    table = next(b for b in blocks if b[0] == "table")
+    assert table[1] == ["method", "weight decay", "lr 0.1", "lr 0.01", "lr 0.005"]
+    bl_wd3 = next(r for r in table[2] if r[:2] == ["BL (warm start)", "0.001"])
+    assert bl_wd3[2:] == ["12.00 ± 1.41", "3.00 ± 1.41", "2.50 ± 1.41"]  # mean of acc and acc + 2
+    text = " ".join(b[1] for b in blocks if b[0] == "p")
+    assert "BL (warm start) at lr 0.005, weight decay 0.001 decreases to 75 %; ours 2.50 (-72.50 against 75)" in text
+    assert "LURE (SNIP, 20 %) at lr 0.005, weight decay 0.001 remains above 94 %; ours 3.50" in text
+    assert (tmp_path / "figures" / "grid-fig6.png").read_bytes().startswith(b"\x89PNG")
+    assert RR.grid_blocks(str(tmp_path), "fig6", P.METHODS, {}, {P.GRID_ROW.stream: "pass --data DIR"},
+                          P.FIGURES["fig6"]) == [("p", "Learning rate x weight decay: not run (pass --data DIR).")]
