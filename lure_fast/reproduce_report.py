@@ -267,7 +267,8 @@ def _plot_noise(path: str, rates, series, paper) -> None:
                     color=color, label=P.LABELS[m], capsize=3)
         pp = [(100 * r, a) for r, a in paper[m] if a is not None]
         if pp:
-            ax.plot(*zip(*pp), linestyle="none", marker="s", mfc="none", color=color)
+            ax.plot(*zip(*pp), linestyle="none", marker="s", mfc="none", color=color,
+                    label="the paper (Table 9)" if i == 0 else None)
     ax.set_xlabel("noisy labels (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=8)
@@ -308,17 +309,19 @@ def _plot_grid(path: str, methods, cells) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fig, axes = plt.subplots(1, len(methods), figsize=(3.2 * len(methods), 3), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.8 * len(methods) + 1, 3.4), squeeze=False,
+                             layout="constrained")
     vals = [v[0] for v in cells.values()]
     lo, hi = min(vals), max(vals)
     for ax, m in zip(axes[0], methods):
         a = np.array([[cells[(m, lr, wd)][0] for lr in P.GRID_LR] for wd in P.GRID_WD])
-        im = ax.imshow(a, vmin=lo, vmax=hi, cmap="viridis")
+        im = ax.imshow(a, vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
         for i in range(a.shape[0]):
             for j in range(a.shape[1]):
-                ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", fontsize=8, color="w")
+                ax.text(j, i, f"{a[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                        color="k" if a[i, j] > (lo + hi) / 2 else "w")
         ax.set_xticks(range(len(P.GRID_LR)), [f"{x:g}" for x in P.GRID_LR])
-        ax.set_yticks(range(len(P.GRID_WD)), [f"{x:g}" for x in P.GRID_WD])
+        ax.set_yticks(range(len(P.GRID_WD)), [f"{x:g}" for x in P.GRID_WD] if m == methods[0] else [])
         ax.set_xlabel("learning rate")
         ax.set_title(P.LABELS[m], fontsize=9)
     axes[0][0].set_ylabel("weight decay")
