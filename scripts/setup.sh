@@ -28,8 +28,10 @@ if ! "$VENV/bin/python" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__versi
   "$VENV/bin/python" -m pip install -q "pip>=21.3"
 fi
 
-# torch, torchvision and triton are the registry's standard builds: they run on a CPU as well
-"$VENV/bin/python" -m pip install -q -r "$LOCK"
+# torch, torchvision and triton are the registry's standard builds: they run on a CPU as well.
+# --no-deps: the lock is already the whole closure, and imagecorruptions (its frost textures only) declares
+# opencv-python and scikit-image, which the lock replaces with opencv-python-headless (pyproject's [tool.uv])
+"$VENV/bin/python" -m pip install -q --no-deps -r "$LOCK"
 # lure-fast itself, with the locked setuptools as its build backend (nothing fetched)
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 
