@@ -179,6 +179,14 @@ class LureNet(nn.Module):
         return self.net(self.normalize(x))
 
 
+def min_image_size(arch: str, vgg: str = "paper") -> int:
+    """The smallest square image ``arch`` takes: VGG16-BN halves it at each max-pool (five, the authors'
+    variant four); the ResNets' CIFAR stem takes any size."""
+    if arch == "vgg16_bn":
+        return 32 if vgg == "paper" else 16
+    return 1
+
+
 def build_model(arch: str, num_classes: int, in_channels: int = 3, width: int = 64, stem: str = "cifar",
                 mean=CIFAR10_MEAN, std=CIFAR10_STD, vgg: str = "paper") -> LureNet:
     """``vgg``: ``paper`` (torchvision's VGG16-BN layout) or ``code`` (the authors' models/VGG.py); only

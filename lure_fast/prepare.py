@@ -11,7 +11,7 @@ import torch
 from . import config as C
 from .label_noise import with_label_noise
 from .methods import derive_seed, seeded
-from .models import CIFAR10_MEAN, CIFAR10_STD, build_model
+from .models import CIFAR10_MEAN, CIFAR10_STD, build_model, min_image_size
 from .stream import MegaBatch, Stream, few_shot_indices, make_stream
 
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -87,7 +87,11 @@ def prepare(cfg: C.RunConfig, device: torch.device, notes: bool = True) -> Setup
     backend = make_backend(loader_name, dataset, device, channels_last)  # ffcv: the .beton files, written once
     stream = build_stream(cfg, dataset, labels=true_labels(clean, dataset.train) if cfg.shots is not None else None)
     mean, std = data_stats(dataset, backend)
-    c, _, _ = dataset.image_shape
+    c, h, w = dataset.image_shape
+    need = min_image_size(cfg.arch, cfg.vgg)
+    if min(h, w) < need:
+        raise C.ConfigError(f"--arch {cfg.arch}: needs images of at least {need}x{need}, but the data's are {h}x{w}; "
+                            "pass larger images (--image-size for an ImageFolder) or another --arch")
     with seeded(derive_seed(cfg.seed, 0), torch.device("cpu")):  # the same initial weights on any device
         model = build_model(cfg.arch, dataset.num_classes, c, cfg.width, cfg.stem, mean, std, cfg.vgg)
     init_state = [t.clone().to(device) for t in model.state_dict().values()] if cfg.method == "cold" else None

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import config as C
 from . import paper as P
+from .models import min_image_size
 
 NAMES = (*P.TABLES, *P.FIGURES, "all")
 SCALES = ("paper", "small", "tiny")  # each the preset of that name
@@ -141,6 +142,11 @@ def reproduce(args: argparse.Namespace, compare) -> int:
             continue
         if path is not None:
             check_data(row, path, explicit, opened)
+        size = min(opened[path].image_shape[1:]) if path is not None else 8  # the embedded digits: 8x8
+        need = min_image_size(row.arch, C.resolve({**explicit, "method": "bl"}).vgg)
+        if size < need:
+            missing[stream] = f"{row.arch} needs images of at least {need}x{need}; the data's are {size}x{size}"
+            continue
         # every run's settings validated before any compute
         todo[stream] = {(v.key, s): C.resolve({**explicit, **dict(v.settings), "method": v.method, "seed": s})
                         for v in item["variants"].values() for s in seeds}

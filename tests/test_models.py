@@ -47,3 +47,13 @@ def test_one_channel_small_images():
 def test_bad_arch(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         build_model(num_classes=10, **kwargs)
+
+
+def test_vgg_refuses_images_smaller_than_its_pools_in_one_line(tmp_path, capsys):
+    from lure_fast.cli import main
+    from lure_fast.models import min_image_size
+    assert (min_image_size("vgg16_bn"), min_image_size("vgg16_bn", "code"), min_image_size("resnet18")) == (32, 16, 1)
+    out = tmp_path / "r"
+    assert main(["run", "--preset", "tiny", "--arch", "vgg16_bn", "--quiet", "--out", str(out)]) == 2  # digits: 8x8
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs images of at least 32x32, but the data's are 8x8" in err

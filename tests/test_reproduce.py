@@ -255,3 +255,16 @@ def test_the_grid_figure_from_synthetic_runs(tmp_path):
     assert (tmp_path / "figures" / "grid-fig6.png").read_bytes().startswith(b"\x89PNG")
     assert RR.grid_blocks(str(tmp_path), "fig6", P.METHODS, {}, {P.GRID_ROW.stream: "pass --data DIR"},
                           P.FIGURES["fig6"]) == [("p", "Learning rate x weight decay: not run (pass --data DIR).")]
+
+
+def test_a_row_whose_network_cannot_take_the_images_is_listed_not_run(tmp_path, monkeypatch):
+    """At the tiny scale the embedded digits are 8x8: Table 6's VGG16-BN row (five max-pools) is listed
+    with the reason, and nothing trains for it."""
+    import dataclasses
+    t6 = P.TABLES["table6"]
+    monkeypatch.setitem(P.TABLES, "table6", dataclasses.replace(t6, rows=(t6.rows[3],)))  # the VGG row alone
+    assert main(["reproduce", "table6", *TINY, "--out", str(tmp_path / "r")]) == 0
+    report = (tmp_path / "r" / "report.md").read_text()
+    assert "| VGG16-BN | BL (warm start) | not run |" in report
+    assert "vgg16_bn needs images of at least 32x32; the data's are 8x8" in report
+    assert not (tmp_path / "r" / "table6" / "vgg16_bn").exists()
