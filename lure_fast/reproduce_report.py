@@ -130,7 +130,8 @@ def describe(stream: str, dataset: str, result: dict, ran: dict, deviations: lis
     c, mb1 = result["config"], result["megabatches"][0]
     extra = [f"label noise {c['label_noise']:g}"] if c.get("label_noise") else []
     extra += [f"{c['shots']} images per class"] if c.get("shots") else []
-    ran[stream] = (f"{c['megabatches']} mega-batches of {mb1['train_size'] + mb1['val_size']}, {c['replay']} "
+    replay = "no" if c["replay"] == "none" else c["replay"]
+    ran[stream] = (f"{c['megabatches']} mega-batches of {mb1['train_size'] + mb1['val_size']}, {replay} "
                    f"replay, {c['epochs']} epochs, {c['arch']} width {c['width']}" +
                    "".join(", " + x for x in extra))
     ds = result.get("dataset", {})

@@ -56,7 +56,7 @@ def test_a_second_call_skips_finished_runs(tmp_path):
     assert len(files) == 4
     assert main(["reproduce", "table3", *TINY, "--out", str(out)]) == 0
     assert {f: os.stat(f).st_mtime_ns for f in files} == before  # nothing trained again
-    assert "none replay" in (out / "report.md").read_text()
+    assert "- `table3/cifar10`: 2 mega-batches of 100, no replay," in (out / "report.md").read_text()
 
 
 def test_a_killed_reproduce_resumes_without_redoing_finished_runs(tmp_path):
