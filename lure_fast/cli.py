@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import config as C
+from . import launch
 from .methods import METHODS
 
 EPILOG = "Settings not given come from the preset (digits for the embedded data, paper otherwise)."
@@ -122,14 +123,6 @@ def train_images(res: dict) -> int:
     return sum(m["train_size"] for m in res["megabatches"]) * res["config"]["epochs"]
 
 
-def _run_job(cfg_dict: dict, folder: str, resume: bool, overwrite: bool, label: str, threads: int) -> dict:
-    """One method of ``compare --jobs``, in a worker process."""
-    from .run import run
-    set_threads(threads)
-    cfg_dict = {**cfg_dict, "lr_milestones": tuple(cfg_dict["lr_milestones"])}
-    return run(C.RunConfig(**cfg_dict), folder, resume=resume, overwrite=overwrite, progress=False, label=label)
-
-
 def settings(args: argparse.Namespace) -> dict:
     """The RunConfig settings given on the command line."""
     names = {f.name for f in C.fields()}
@@ -171,6 +164,7 @@ def cmd_compare(args) -> int:
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
     check_threads(args.threads)
+    launch.check(args)
     out = args.out or default_out("compare")
     lock = prepare_out(out, args.resume, args.overwrite)  # one compare per folder; each run locks its own
     try:
@@ -183,7 +177,6 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
     from .checkpoint import atomic_write
     from .report import curves, summary, table
     from .rundir import run_entries, write_json
-    from .run import run
     runs = list(cfgs)
 
     def folder(m, s):  # one seed: DIR/<method>; several: DIR/<method>/seed-<s>
@@ -197,31 +190,25 @@ def _compare(args, out: str, methods: list[str], seeds: list[int], cfgs: dict) -
 
     finished = {k for k in runs if os.path.isfile(os.path.join(folder(*k), "results.json"))}  # skipped below
     t0 = time.perf_counter()
-    if args.jobs == 1:
-        set_threads(args.threads)
-        results = {k: run(cfgs[k], folder(*k), resume=resume_of(k), overwrite=args.overwrite,
-                          progress=not args.quiet, label=label(*k)) for k in runs}
-    else:  # each run in its own process: together they keep a GPU (or the cores) busy
-        import concurrent.futures as cf
-        import multiprocessing as mp
-        threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        with cf.ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = {k: pool.submit(_run_job, cfgs[k].to_dict(), folder(*k), resume_of(k),
-                                      args.overwrite, label(*k), threads) for k in runs}
-            results = {k: f.result() for k, f in futures.items()}
+    jobs = {k: launch.Job(cfgs[k], folder(*k), label(*k), resume_of(k)) for k in runs}
+    results = launch.run_all(args, jobs, out)  # --launcher: here, a pool of processes, SLURM or submitit-local
     wall = time.perf_counter() - t0
+    launcher = getattr(args, "launcher", "local")
+    how = {"local": f"{args.jobs} at a time", "slurm": "as SLURM jobs",
+           "submitit-local": f"as submitit-local jobs, {args.jobs} at a time"}[launcher]
     images = sum(train_images(r) for k, r in results.items() if k not in finished)
     groups = {m: [results[(m, s)] for s in seeds] for m in methods}
     if len(finished) == len(runs):
         md = table(groups) + f"\nAll {len(runs)} runs were finished already: nothing trained now.\n"
     else:
         ran = len(runs) - len(finished)
-        md = table(groups) + (f"\nWall time {wall:.1f} s for {ran} runs ({args.jobs} at a time): "
+        md = table(groups) + (f"\nWall time {wall:.1f} s for {ran} runs ({how}): "
                               f"{images / wall:,.0f} training images/s in aggregate"
                               f"{f'; {len(finished)} more were finished already' if finished else ''}.\n")
     atomic_write(os.path.join(out, "table.md"), md.encode())  # a full disk: one line, no half table
     write_json(os.path.join(out, "summary.json"), {"seeds": seeds, "wall_seconds": wall, "jobs": args.jobs,
-                                                   "training_images": images, "methods": summary(groups)})
+                                                   "launcher": launcher, "training_images": images,
+                                                   "methods": summary(groups)})
     curves(groups, os.path.join(out, "curves.png"))
     print(md)
     print(f"table.md, summary.json and curves.png in {out}")
@@ -291,6 +278,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--evaluate", type=_what, metavar="WHAT", help="after training, run lure-fast evaluate on "
                    "the folder: all, or some of calibration,pgd,flatness,corruptions (docs/evaluate.md)")
     add_run_flags(c)
+    launch.add_flags(c)
     c.set_defaults(func=cmd_compare)
     e = sub.add_parser("evaluate", help="evaluate trained runs: calibration, PGD, flatness, corruptions "
                                         "(docs/evaluate.md)")
@@ -334,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no progress bars")
     rp.add_argument("--threads", type=int, help="CPU threads for torch (default: every core; with --jobs J, "
                                                 "cores/J)")
+    launch.add_flags(rp)
     rp.set_defaults(func=cmd_reproduce)
     return p
 
@@ -343,6 +332,7 @@ def cmd_reproduce(args) -> int:
     if args.jobs < 1:
         raise C.ConfigError(f"--jobs {args.jobs}: must be at least 1")
     check_threads(args.threads)
+    launch.check(args)
     if args.profile not in C.PROFILES:
         raise C.ConfigError(f"--profile {args.profile}: unknown; choose one of {', '.join(C.PROFILES)}")
     return reproduce(args, _compare)
