@@ -17,6 +17,8 @@ waited for again by the same command with ``--resume``, not submitted twice (``<
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -247,9 +249,10 @@ def run_submitit(args, jobs: dict, out: str, launcher: str) -> dict:
                 ex.update_parameters(name=f"lure-fast-{j.label.replace(' ', '-')}", **params)
                 if slots is not None:
                     ex.update_parameters(local_setup=[f"export CUDA_VISIBLE_DEVICES={shlex.quote(slots[slot])}"])
-                try:
-                    job = ex.submit(RunJob(), j.cfg.to_dict(), os.path.abspath(j.folder), j.resume, args.overwrite,
-                                    j.label, threads, os.getcwd())
+                try:  # submitit prints sbatch's complaint before raising it: the one line below says it
+                    with contextlib.redirect_stderr(io.StringIO()):
+                        job = ex.submit(RunJob(), j.cfg.to_dict(), os.path.abspath(j.folder), j.resume,
+                                        args.overwrite, j.label, threads, os.getcwd())
                 except Exception as e:
                     raise C.ConfigError(f"--launcher {launcher}: submitting {j.label} failed ({first_line(e)}); "
                                         + ("check --slurm-partition, --slurm-time, --slurm-gpus and --slurm-cpus, "

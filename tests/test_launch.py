@@ -264,3 +264,15 @@ def test_a_slurm_job_still_queued_is_waited_for_again_not_submitted_twice(tmp_pa
     assert "[slurm] bl: job 4242 still running, waiting for it" in capsys.readouterr().out
     assert sorted(p.name for p in jobs.glob("*.sh")) == ["4242.sh"]  # submitted once
     assert len(read(tmp_path / "c" / "bl" / "results.json")["megabatches"]) == 2
+
+
+def test_sbatch_refusing_a_job_is_one_line(tmp_path, capsys, monkeypatch):
+    jobs = stand_in_slurm(tmp_path, monkeypatch)
+    (tmp_path / "bin" / "sbatch").write_text("#!/bin/bash\necho 'sbatch: error: invalid partition specified: "
+                                             "nope' >&2\nexit 1\n")
+    assert main(["compare", "--launcher", "slurm", "--slurm-partition", "nope", "--device", "cpu", *TINY,
+                 "--methods", "bl", "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lure-fast: error: --launcher slurm: submitting bl failed ("), err
+    assert "check --slurm-partition, --slurm-time, --slurm-gpus and --slurm-cpus" in err[0]
+    assert not list(jobs.glob("*.sh"))
