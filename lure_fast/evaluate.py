@@ -227,14 +227,12 @@ def flatness(model, batches_fn, scales, draws: int = 3, seed: int = 0, relative:
 
 
 def parse_what(text: str) -> list[str]:
-    from .corruptions import MISSING_TEXT
     what = [w.strip() for w in text.split(",") if w.strip()]
     if what == ["all"]:
         return list(EVALS)
     for w in what:
         if w not in EVALS:
-            raise EvalError(f"--what {w}: unknown evaluation; choose from {', '.join(EVALS)} or all"
-                            f" ({MISSING_TEXT})")
+            raise EvalError(f"--what {w}: unknown evaluation; choose from {', '.join(EVALS)} or all")
     if not what or len(set(what)) != len(what):
         raise EvalError(f"--what {text}: name each evaluation once, e.g. calibration,pgd")
     return what
