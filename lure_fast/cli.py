@@ -303,9 +303,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0, help="seed of PGD's starts, the noise, generated corruptions")
     e.add_argument("--threads", type=int, help="CPU threads for torch (default: every core)")
     e.set_defaults(func=cmd_evaluate)
-    rp = sub.add_parser("reproduce", help="a table of the paper as one resumable command, our numbers beside the "
-                                          "paper's (docs/reproduce.md)")
-    rp.add_argument("name", help="table1, table2, table3, table6, or all")
+    rp = sub.add_parser("reproduce", help="a table or figure of the paper as one resumable command, our numbers "
+                                          "beside the paper's (docs/reproduce.md)")
+    rp.add_argument("name", help="table1 ... table9, fig2 ... fig6, or all")
     rp.add_argument("--scale", default="paper", help="paper (the protocol exactly), small (the small preset: a 2-core "
                                                      "CPU) or tiny (smoke tests, the embedded digits); default paper")
     rp.add_argument("--profile", default="paper", help="paper (the paper's text) or authors (the published code)")
@@ -314,6 +314,11 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", metavar="PATH", help="CIFAR-10 (cifar-10-batches-py or an ImageFolder)")
     rp.add_argument("--data-cifar100", metavar="PATH", help="CIFAR-100 (cifar-100-python); its rows are listed "
                                                              "as not run without it")
+    rp.add_argument("--data-rimagenet", metavar="PATH", help="Restricted ImageNet (an ImageFolder of its 14 "
+                                                              "classes at 32x32); its rows are listed as not run "
+                                                              "without it")
+    rp.add_argument("--corruptions", metavar="PATH", help="the released CIFAR-10-C folder for Figure 2 (default: "
+                                                          "generated from the test images)")
     rp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     rp.add_argument("--out", default="runs/reproduce", help="folder of the runs and report.md (default "
                                                              "runs/reproduce)")
