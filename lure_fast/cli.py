@@ -314,9 +314,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--data", metavar="PATH", help="CIFAR-10 (cifar-10-batches-py or an ImageFolder)")
     rp.add_argument("--data-cifar100", metavar="PATH", help="CIFAR-100 (cifar-100-python); its rows are listed "
                                                              "as not run without it")
-    rp.add_argument("--data-rimagenet", metavar="PATH", help="Restricted ImageNet (an ImageFolder of its 14 "
-                                                              "classes at 32x32); its rows are listed as not run "
-                                                              "without it")
+    rp.add_argument("--data-rimagenet", metavar="PATH", help="the ImageNet folder (train/<wnid>, val/<wnid>) "
+                                                              "Restricted ImageNet's 14 classes are read from at "
+                                                              "32x32; its rows are listed as not run without it")
     rp.add_argument("--corruptions", metavar="PATH", help="the released CIFAR-10-C folder for Figure 2 (default: "
                                                           "generated from the test images)")
     rp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))

@@ -54,6 +54,8 @@ def stream_settings(row: P.Row, scale: str, profile: str, data: str | None) -> d
     explicit = {"preset": scale, "profile": profile, "replay": row.replay, **megabatches(row, scale, data)}
     if data is not None:
         explicit["data"] = data
+        if row.dataset == "rimagenet":  # its 14 superclasses read from the ImageNet folder
+            explicit["dataset"] = "restricted_imagenet"
     if row.arch != "resnet18":
         explicit["arch"] = row.arch
     if row.label_noise:

@@ -139,6 +139,8 @@ def test_each_table_runs_the_papers_stream():
         [(9, 666), (19, 315), (38, 157)]
     t5 = Rp.stream_settings(P.TABLES["table5"].rows[0], "paper", "paper", "x")
     assert (t5["megabatches"], t5["megabatch_size"], t5["shots"], t5["arch"]) == (30, 126, 270, "resnet50")
+    assert t5["dataset"] == "restricted_imagenet" and "dataset" not in Rp.stream_settings(
+        P.TABLES["table1"].rows[0], "paper", "paper", "x")  # its 14 superclasses read from the ImageNet folder
 
 
 def test_variants_set_what_their_table_varies():
