@@ -320,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--corruptions", metavar="PATH", help="the released CIFAR-10-C folder for Figure 2 (default: "
                                                           "generated from the test images)")
     rp.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    rp.add_argument("--out", default="runs/reproduce", help="folder of the runs and report.md (default "
+    rp.add_argument("--out", default="runs/reproduce", help="folder of the runs, report.md and report.html (default "
                                                              "runs/reproduce)")
     rp.add_argument("--resume", action="store_true", help="accepted for symmetry: reproduce always skips "
                                                           "finished runs and resumes killed ones")
