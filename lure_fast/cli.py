@@ -225,7 +225,8 @@ def cmd_evaluate(args) -> int:
     from .rundir import FolderLock
     set_threads(args.threads)
     what = parse_what(args.what)
-    for flag, n in (("--pgd-images", args.pgd_images), ("--flat-images", args.flat_images)):
+    for flag, n in (("--pgd-images", args.pgd_images), ("--flat-images", args.flat_images),
+                    ("--corruption-images", args.corruption_images)):
         if n < 0:
             raise C.ConfigError(f"{flag} {n}: must be 0 (all) or more")
     # one writer per folder: the folder eval.json and the figures go to (a run or compare folder in use, or
@@ -240,7 +241,8 @@ def cmd_evaluate(args) -> int:
         FolderLock(target, made_folder=made, label=f"--out {target}" if args.out else target).claim()
     report = evaluate(args.dirs, what, out=args.out, data=args.data, corruptions=args.corruptions,
                       device=args.device, eps=args.eps, scales=args.noise_scales, draws=args.draws, seed=args.seed,
-                      pgd_images=args.pgd_images or None, flat_images=args.flat_images or None, quiet=True,
+                      pgd_images=args.pgd_images or None, flat_images=args.flat_images or None,
+                      corruption_images=args.corruption_images or None, quiet=True,
                       noise=args.noise)
     for r in report["runs"]:
         print(f"{r['method']} seed {r['seed']} ({r['folder']}): {summary_line(r)}")
@@ -298,6 +300,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--noise", default="relative", choices=("relative", "absolute"),
                    help="flatness: sigma = scale x each tensor's RMS (relative, default) or sigma = scale")
     e.add_argument("--pgd-images", type=int, default=1000, help="test images attacked (0: all; default 1000)")
+    e.add_argument("--corruption-images", type=int, default=0, help="images of each corruption and severity "
+                                                                     "evaluated, the first N (0: all 10,000; default 0)")
     e.add_argument("--flat-images", type=int, default=2000,
                    help="training images of the last mega-batch for flatness (0: all; default 2000)")
     e.add_argument("--seed", type=int, default=0, help="seed of PGD's starts, the noise, generated corruptions")

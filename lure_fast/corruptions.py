@@ -523,9 +523,10 @@ def generated(images: np.ndarray, name: str, severity: int, seed: int, cache_dir
 
 
 def corruption_accuracy(subject, dataset, backend, path: str | None, seed: int, batch_size: int,
-                        progress: bool = True) -> dict:
+                        progress: bool = True, images: int | None = None) -> dict:
     """Accuracy (percent) per corruption and severity, and the mean over all of them: on the released
-    files when ``path`` is given, else on corruptions generated from the run's test images."""
+    files when ``path`` is given, else on corruptions generated from the run's test images; ``images``:
+    only the first that many of each severity (the same images for every corruption)."""
     import torch
     from .evaluate import bar, counts
     dev = subject.device
@@ -537,8 +538,8 @@ def corruption_accuracy(subject, dataset, backend, path: str | None, seed: int, 
     else:
         names, source = list(GENERATED), "generated"
         imgs_t, labels_t = backend.tensors["test"]
-        clean = imgs_t.permute(0, 2, 3, 1).cpu().numpy()
-        labels = labels_t.cpu().numpy().astype(np.int64)
+        clean = imgs_t.permute(0, 2, 3, 1).cpu().numpy()[:images]
+        labels = labels_t.cpu().numpy().astype(np.int64)[:images]
     acc = {}
     with bar(len(names) * SEVERITIES, f"corruptions {subject.method} seed {subject.seed}") as pb:
         for name in names:
@@ -546,6 +547,7 @@ def corruption_accuracy(subject, dataset, backend, path: str | None, seed: int, 
             for s in range(1, SEVERITIES + 1):
                 if path is not None:
                     imgs, labels = released(path, name, s)
+                    imgs, labels = imgs[:images], labels[:images]
                 else:
                     imgs = generated(clean, name, s, seed)
                 x_all = torch.from_numpy(imgs).permute(0, 3, 1, 2)
@@ -558,4 +560,4 @@ def corruption_accuracy(subject, dataset, backend, path: str | None, seed: int, 
                 acc[name][str(s)] = counts(subject.model, batches(), subject.autocast, dev)["acc"]
                 pb.update(1)
     mean = float(np.mean([v for d in acc.values() for v in d.values()]))
-    return {"source": source, "accuracy": acc, "mean": mean, "corruptions": names}
+    return {"source": source, "accuracy": acc, "mean": mean, "corruptions": names, "images": int(len(labels))}

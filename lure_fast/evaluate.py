@@ -254,6 +254,7 @@ def bar(total: int, desc: str):
 def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str | None = None,
              corruptions: str | None = None, device: str = "auto", eps=DEFAULT_EPS, scales=DEFAULT_SCALES,
              draws: int = 3, seed: int = 0, pgd_images: int | None = 1000, flat_images: int | None = 2000,
+             corruption_images: int | None = None,
              batch_size: int | None = None, quiet: bool = False, noise: str = "relative") -> dict:
     """Run the evaluations ``what`` on every run under ``dirs``; write ``eval.json`` and the figures into
     ``out`` (default: the one folder given). Returns what ``eval.json`` holds."""
@@ -265,7 +266,8 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
         raise EvalError(f"--draws {draws}: must be at least 1")
     if noise not in ("relative", "absolute"):
         raise EvalError(f"--noise {noise}: choose relative (sigma = scale x each tensor's RMS) or absolute")
-    for flag, n in (("--pgd-images", pgd_images), ("--flat-images", flat_images)):
+    for flag, n in (("--pgd-images", pgd_images), ("--flat-images", flat_images),
+                    ("--corruption-images", corruption_images)):
         if n is not None and n < 1:
             raise EvalError(f"{flag} {n}: must be at least 1")
     runs = find_runs(dirs)
@@ -321,7 +323,8 @@ def evaluate(dirs: list[str], what: list[str], out: str | None = None, data: str
         if "corruptions" in what:
             from .corruptions import corruption_accuracy
             t = time.perf_counter()
-            entry["corruptions"] = corruption_accuracy(subj, dataset, backend, corruptions, seed, bs)
+            entry["corruptions"] = corruption_accuracy(subj, dataset, backend, corruptions, seed, bs,
+                                                       images=corruption_images)
             report["seconds"]["corruptions"] = report["seconds"].get("corruptions", 0.0) + time.perf_counter() - t
         report["runs"].append(entry)
         if not quiet:

@@ -44,8 +44,22 @@ def test_evaluate_one_run_flatness_into_another_folder(compared, tmp_path, capsy
     assert "LURE" in capsys.readouterr().out
 
 
+def test_corruptions_on_the_first_n_test_images(compared, tmp_path):
+    """--corruption-images N: each corruption and severity on the first N test images; eval.json records N
+    and every accuracy is a count out of N."""
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(compared / "bl"), "--what", "corruptions", "--corruption-images", "40",
+                 "--threads", "1", "--out", str(out)]) == 0
+    c = json.loads((out / "eval.json").read_text())["runs"][0]["corruptions"]
+    assert c["images"] == 40 and len(c["accuracy"]) == 19
+    for cells in c["accuracy"].values():
+        for a in cells.values():
+            assert round(a * 40 / 100, 6) == round(a * 40 / 100)  # a count out of 40
+
+
 @pytest.mark.parametrize("args, message", [
     (["--what", "sharpness"], "unknown evaluation"),
+    (["--corruption-images", "-1", "--what", "corruptions"], "--corruption-images"),
     (["--eps", "1,300"], "--eps"),
     (["--noise-scales", "-1"], "--noise-scales"),
     (["--draws", "0"], "--draws"),
