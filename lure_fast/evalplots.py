@@ -61,7 +61,8 @@ def _figures(report: dict, out: str) -> list[str]:
         ax = axes[0][-1]
         means = [np.mean([r["ece"] for r in rs]) for rs in cal.values()]
         stds = [np.std([r["ece"] for r in rs], ddof=1) if len(rs) > 1 else 0 for rs in cal.values()]
-        ax.bar(list(cal), means, yerr=stds, capsize=4)
+        ax.bar(range(len(cal)), means, yerr=stds, capsize=4)
+        ax.set_xticks(range(len(cal)), [m.split(" (")[0] for m in cal], fontsize=8)  # "BL", "LURE": short
         ax.set_ylabel("ECE (%), 15 bins")
         ax.set_title("calibration (lower is better)")
         save(fig, "calibration.png")
@@ -77,6 +78,8 @@ def _figures(report: dict, out: str) -> list[str]:
             ax.plot(x, mu, "o-", label=m)
             ax.fill_between(x, mu - sd, mu + sd, alpha=0.2)
         ax.set_xscale("symlog", linthresh=0.5)
+        ax.set_xticks(x, [f"{v:g}" for v in x])
+        ax.minorticks_off()
         ax.set_xlabel("eps (/255), PGD-10, L-inf")
         ax.set_ylabel("robust test accuracy (%)")
         ax.legend()
