@@ -67,7 +67,7 @@ def stream_settings(row: P.Row, scale: str, profile: str, data: str | None) -> d
 
 def data_of(args: argparse.Namespace, dataset: str) -> str | None:
     return {"cifar10": args.data, "cifar100": args.data_cifar100,
-            "rimagenet": getattr(args, "data_rimagenet", None)}[dataset]
+            "rimagenet": args.data_rimagenet}[dataset]
 
 
 def check_data(row: P.Row, path: str, explicit: dict, opened: dict) -> None:
@@ -189,8 +189,7 @@ def evaluate_runs(args: argparse.Namespace, what: list[str], seeds: list[int]) -
     from .evaluate import EVAL_JSON, evaluate
     from .cli import set_threads
     out = os.path.join(args.out, EVAL_DIR)
-    dirs = [os.path.dirname(run_folder(args.out, P.EVAL_ROW.stream, v.key, seeds[0], seeds)) if len(seeds) > 1
-            else run_folder(args.out, P.EVAL_ROW.stream, v.key, seeds[0], seeds) for v, _ in P.EVAL_ROW.variants]
+    dirs = [os.path.join(args.out, P.EVAL_ROW.stream, v.key) for v, _ in P.EVAL_ROW.variants]  # seeds found below
     want = {os.path.abspath(run_folder(args.out, P.EVAL_ROW.stream, v.key, s, seeds))
             for v, _ in P.EVAL_ROW.variants for s in seeds}
     path = os.path.join(out, EVAL_JSON)
@@ -204,4 +203,4 @@ def evaluate_runs(args: argparse.Namespace, what: list[str], seeds: list[int]) -
     set_threads(args.threads)
     print(f"[reproduce] evaluating {len(want)} runs ({', '.join(what)}) into {out}")
     return evaluate(dirs, what, out=out, device=args.device, quiet=args.quiet,
-                    corruptions=getattr(args, "corruptions", None))
+                    corruptions=args.corruptions)
